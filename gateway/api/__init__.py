@@ -1,0 +1,1 @@
+"""HTTP API, WebSocket and the live web page (FastAPI)."""

@@ -1,0 +1,29 @@
+"""What the HTTP layer needs from the running gateway; `create_app(ctx)` receives one of these."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.live import LiveHub
+from gateway.metrics import Metrics
+from gateway.reading import Value
+
+Role = Literal["admin", "technician", "viewer"]
+
+# (machine_id, signal, start_ns, end_ns, limit) -> [(ts_ns, value, quality)]
+HistoryQuery = Callable[[str, str, int, int, int], Awaitable[list[tuple[int, Value, str]]]]
+
+
+@dataclass
+class ApiContext:
+    site_id: str
+    site_name: str
+    live: LiveHub
+    metrics: Metrics
+    tokens: Mapping[str, tuple[str, Role]]  # token -> (name, role)
+    history: HistoryQuery | None
+    health: Callable[[], dict[str, Any]]
+    version: str = "0.1.0"
+    extra: dict[str, Any] = field(default_factory=dict)

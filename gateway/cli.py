@@ -1,0 +1,231 @@
+"""The `kartech` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.errors import ConfigError
+
+log = logging.getLogger("kartech")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    for noisy in ("uvicorn.access", "amqtt", "transitions", "httpx", "asyncua", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _install_stop(stop: asyncio.Event, seconds: float | None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if seconds:
+        loop.call_later(seconds, stop.set)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config.loader import check_text, report
+    from gateway.registry import discover
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"{path}: cannot read: {err}", file=sys.stderr)
+        return 1
+    result = check_text(text, args.file, discover(), require_env=args.require_env)
+    if result.notes:
+        unset = sorted({n.message.split()[3].rstrip(",") + f" (line {n.line})" for n in result.notes})
+        print(f"note: not set in this environment (needed where the gateway runs): {', '.join(unset)}",
+              file=sys.stderr)
+    if result.problems:
+        print(report(result.problems, started=True), file=sys.stderr)
+        return 1
+    cfg = result.config
+    assert cfg is not None
+    print(f"{args.file}: OK — site {cfg.site.id!r}, {len(cfg.machines)} machines, "
+          f"{len(cfg.mqtt.brokers)} MQTT broker(s)")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gateway.config.schema import schema_text
+    from gateway.registry import discover
+
+    text = schema_text(discover())
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
+    from gateway.config.loader import load
+    from gateway.registry import discover
+    from gateway.runtime import Runtime
+
+    specs = discover()
+    cfg = load(cfg_path, specs)
+    stop = asyncio.Event()
+    _install_stop(stop, getattr(args, "seconds", None))
+    tokens: dict[str, tuple[str, str]] = {}
+    data_dir: Path | None = None
+    cleanup: Path | None = None
+    if demo:
+        cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": args.port, "host": args.host})})
+        token = os.environ.get("KARTECH_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+        tokens[token] = ("demo-admin", "admin")
+        if args.data_dir:
+            data_dir = Path(args.data_dir)
+        else:
+            data_dir = cleanup = Path(tempfile.mkdtemp(prefix="kartech-demo-"))
+    rt = Runtime(cfg, specs, data_dir=data_dir, tokens=tokens)  # type: ignore[arg-type]
+    lab = None
+    if demo:
+        from simulators.lab import VirtualLab
+
+        def started(rt: Runtime) -> None:
+            nonlocal lab
+            lab = VirtualLab(rt.cfg)
+            lab.start()
+            url = f"http://{args.host}:{rt.api_port}/"
+            print(f"\nKartech demo is running: {url}\n  admin token: {next(iter(tokens))}\n"
+                  f"  machines: {len(rt.cfg.machines)} — API: {url}api/v1/machines — docs: {url}docs\n"
+                  "  stop with Ctrl-C\n", flush=True)
+            for line in lab.describe():
+                log.info("simulator %s", line)
+
+        rt.on_started.append(started)
+    try:
+        await rt.run(stop)
+    finally:
+        if lab is not None:
+            lab.stop()
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(DEMO_CONFIG, args, demo=True))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(Path(args.config), args, demo=False))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gateway.config.loader import load
+    from gateway.registry import discover
+    from simulators.lab import VirtualLab
+
+    cfg = load(args.config, discover())
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop(stop, args.seconds)
+        lab = VirtualLab(cfg)
+        lab.start()
+        for line in lab.describe():
+            print(line, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            lab.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import httpx
+
+    token = args.token or os.environ.get("KARTECH_TOKEN", "")
+    try:
+        r = httpx.get(f"{args.url.rstrip('/')}/api/v1/health", timeout=5)
+        r.raise_for_status()
+    except httpx.HTTPError as err:
+        print(f"gateway at {args.url} not reachable: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(r.json(), indent=2))
+    if token:
+        m = httpx.get(f"{args.url.rstrip('/')}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        if m.status_code == 200:
+            print("\n".join(line for line in m.text.splitlines() if not line.startswith("#")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kartech", description="Kartech Gateway — machines in, telemetry out.")
+    p.add_argument("--version", action="version", version=f"kartech {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the whole virtual lab plus the gateway on embedded defaults")
+    d.add_argument("--port", type=int, default=8080, help="web page and API port (default 8080; 0 picks one)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    d.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    d.add_argument("--data-dir", default=None, help="keep history here (default: a temporary directory)")
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="production run")
+    r.add_argument("--config", required=True, help="site YAML file")
+    r.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a site file; exit 1 listing every problem")
+    c.add_argument("file")
+    c.add_argument("--require-env", action="store_true",
+                   help="treat unset ${ENV_VARS} as problems (as `kartech run` does)")
+    c.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("simulate", help="run the simulators of a site file alone")
+    s.add_argument("--config", required=True)
+    s.add_argument("--seconds", type=float, default=None)
+    s.set_defaults(func=cmd_simulate)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of site files")
+    sc.add_argument("--out", default=None)
+    sc.set_defaults(func=cmd_schema)
+
+    st = sub.add_parser("status", help="health and counters of a running gateway")
+    st.add_argument("--url", default="http://127.0.0.1:8080")
+    st.add_argument("--token", default=None, help="API token (or KARTECH_TOKEN)")
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

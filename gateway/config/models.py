@@ -1,0 +1,184 @@
+"""Pydantic models of the site YAML. Field descriptions are the single source for docs, schema and errors."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SLUG_HELP = "lower-case letters, digits, '-' and '_', starting with a letter or digit (e.g. fdm-03)"
+
+
+class Strict(BaseModel):
+    """Every config model forbids unknown keys, so a typo is reported instead of silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSection(Strict):
+    id: str = Field(pattern=SLUG, description="Short id of the site, used as the `site` tag and in MQTT topics.")
+    name: str = Field(description="Human name of the site, shown on the web page.")
+    timezone: str = Field(
+        default="Asia/Almaty", description="IANA time zone for shifts and billing periods (data is stored in UTC)."
+    )
+    currency: str = Field(default="KZT", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of rates and bills.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError("is not an IANA time zone; use e.g. Asia/Almaty or Asia/Qostanay") from err
+        return v
+
+
+Precision = Literal["ns", "us", "ms", "s"]
+
+
+class _InfluxCommon(Strict):
+    url: str = Field(description="Base URL of the InfluxDB server, e.g. http://influxdb:8086.")
+    precision: Precision = Field(default="ns", description="Timestamp precision written to InfluxDB.")
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="Lines per write request (at most).")
+    flush_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="A partial batch is written after this many seconds."
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="HTTP timeout of one write request.")
+    gzip: bool = Field(default=True, description="Compress write bodies with gzip (every InfluxDB accepts it).")
+    verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate for https URLs.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("is not an http(s) URL; use e.g. http://127.0.0.1:8086")
+        return v.rstrip("/")
+
+
+class InfluxV1(_InfluxCommon):
+    """InfluxDB 1.x: line protocol to /write with database and retention policy."""
+
+    version: Literal[1] = Field(description="1 for InfluxDB 1.x (/write).")
+    database: str = Field(description="Database to write to; created at start-up when the user may do so.")
+    retention_policy: str | None = Field(default=None, description="Retention policy; the default one if unset.")
+    username: str | None = Field(default=None, description="User name, if the server has auth enabled.")
+    password: str | None = Field(default=None, description="Password: write it as ${ENV_VAR}, never literally.")
+
+
+class InfluxV2(_InfluxCommon):
+    """InfluxDB 2.x or 3.x: line protocol to /api/v2/write with org, bucket and token."""
+
+    version: Literal[2, 3] = Field(description="2 for InfluxDB 2.x, 3 for InfluxDB 3.x (/api/v2/write).")
+    org: str = Field(description="Organisation name (2.x); ignored by 3.x but required by the API.")
+    bucket: str = Field(description="Bucket (2.x) or database (3.x) to write to.")
+    token: str = Field(description="API token with write access: write it as ${ENV_VAR}, never literally.")
+
+
+class LocalHistory(Strict):
+    enabled: bool = Field(default=True, description="Keep an on-disk history (SQLite) for the web page and API.")
+    retention_days: float = Field(default=14, gt=0, description="History older than this is deleted.")
+
+
+class Storage(Strict):
+    data_dir: str = Field(default="data", description="Directory for the local history, queues and state.")
+    queue_size: int = Field(
+        default=100_000, ge=100, description="Readings held in memory between stages before sources are slowed."
+    )
+    local_history: LocalHistory = Field(default_factory=LocalHistory)
+    influxdb: Annotated[InfluxV1 | InfluxV2, Field(discriminator="version")] | None = Field(
+        default=None, description="InfluxDB to write telemetry to; leave out to keep only the local history."
+    )
+
+
+class TlsOptions(Strict):
+    ca_file: str | None = Field(default=None, description="CA bundle that signed the broker certificate.")
+    cert_file: str | None = Field(default=None, description="Client certificate (for brokers that require one).")
+    key_file: str | None = Field(default=None, description="Client private key.")
+    insecure_skip_verify: bool = Field(
+        default=False, description="Accept any broker certificate. Only for a lab bench, never in production."
+    )
+
+
+class MqttBroker(Strict):
+    id: str = Field(pattern=SLUG, description="Name machines use to refer to this broker.")
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=0, le=65535, description="Broker port (8883 is usual with TLS).")
+    embedded: bool = Field(
+        default=False,
+        description="Start a broker inside the gateway on host:port (demo and small benches). Port 0 picks one.",
+    )
+    protocol: Literal["mqtt5", "mqtt311"] = Field(
+        default="mqtt5", description="MQTT protocol version (the embedded broker speaks mqtt311 only)."
+    )
+    client_id: str | None = Field(
+        default=None, description="Fixed client id (needed for a persistent session); default kartech-<site>-<id>."
+    )
+    username: str | None = Field(default=None, description="User name, if the broker requires one.")
+    password: str | None = Field(default=None, description="Password: write it as ${ENV_VAR}, never literally.")
+    tls: TlsOptions | None = Field(default=None, description="Use TLS with these options.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval.")
+    session: Literal["persistent", "clean"] = Field(
+        default="persistent",
+        description="persistent: the broker keeps our subscriptions and queues messages while we are away.",
+    )
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="MQTT 5 session expiry; how long the broker keeps queued data."
+    )
+    subscriptions: list[str] | None = Field(
+        default=None,
+        description="Topic filters to subscribe to (e.g. lab/# or $share/gw/lab/#). "
+        "Default: derived from the machines' topics.",
+    )
+    max_payload_bytes: int = Field(
+        default=256 * 1024, ge=64, description="Larger messages are counted as oversized and skipped."
+    )
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_protocol(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("embedded") is True and "protocol" not in data:
+            return {**data, "protocol": "mqtt311"}
+        return data
+
+    @model_validator(mode="after")
+    def _embedded_is_311(self) -> MqttBroker:
+        if self.embedded and self.protocol != "mqtt311":
+            raise ValueError("the embedded broker speaks MQTT 3.1.1 only; set protocol: mqtt311")
+        return self
+
+
+class MqttSection(Strict):
+    brokers: list[MqttBroker] = Field(default_factory=list, description="Brokers the gateway connects to.")
+
+
+class ApiToken(Strict):
+    name: str = Field(description="Who uses this token (shown in logs, never the token itself).")
+    token: str = Field(min_length=16, description="The bearer token: write it as ${ENV_VAR}.")
+    role: Literal["admin", "technician", "viewer"] = Field(default="viewer", description="What the token may do.")
+
+
+class ApiSection(Strict):
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    tokens: list[ApiToken] = Field(default_factory=list, description="Bearer tokens accepted by the API.")
+
+
+class MachineBase(Strict):
+    """Keys every machine has, whatever its driver."""
+
+    id: str = Field(pattern=SLUG, description=f"Unique machine id: {SLUG_HELP}.")
+    name: str = Field(description="Human name shown to technicians.")
+    kind: str = Field(
+        pattern=SLUG,
+        description="Machine kind (printer, cnc, laser, furnace, analyser, chamber, power_meter, balance, ...); "
+        "also the InfluxDB measurement.",
+    )
+    driver: str = Field(description="Which driver reads this machine.")
+    lab: str | None = Field(default=None, pattern=SLUG, description="Lab or shop the machine stands in.")
+    expected_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the machine normally reports; 3x this without data = offline."
+    )

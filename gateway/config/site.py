@@ -1,0 +1,44 @@
+"""The whole site file as one model; its `machines` union is assembled from the registered drivers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Annotated, Any, Union
+
+from pydantic import Field, create_model
+
+from gateway.config.models import ApiSection, MachineBase, MqttSection, SiteSection, Storage, Strict
+from gateway.driver import DriverSpec
+
+
+class SiteConfig(Strict):
+    """A site: its machines, where data goes, and how the API is reached."""
+
+    site: SiteSection = Field(description="The site (the hub) this gateway serves.")
+    storage: Storage = Field(default_factory=Storage, description="Where telemetry is kept.")
+    mqtt: MqttSection = Field(default_factory=MqttSection, description="MQTT brokers.")
+    api: ApiSection = Field(default_factory=ApiSection, description="HTTP API and web page.")
+    machines: list[MachineBase] = Field(description="Every machine this gateway reads.")
+
+    def machine(self, machine_id: str) -> MachineBase:
+        for m in self.machines:
+            if m.id == machine_id:
+                return m
+        raise KeyError(machine_id)
+
+
+def site_model(specs: Mapping[str, DriverSpec]) -> type[SiteConfig]:
+    return _site_model(tuple(sorted((name, spec.machine_model) for name, spec in specs.items())))
+
+
+@cache
+def _site_model(models: tuple[tuple[str, type[MachineBase]], ...]) -> type[SiteConfig]:
+    types = tuple(m for _, m in models)
+    machine: Any = Annotated[Union[types], Field(discriminator="driver")] if len(types) > 1 else types[0]  # noqa: UP007
+    model: type[SiteConfig] = create_model(
+        "SiteConfig",
+        __base__=SiteConfig,
+        machines=(list[machine], Field(description="Every machine this gateway reads.")),
+    )
+    return model

@@ -1,0 +1,234 @@
+"""Builds the running gateway from a validated site config and runs it until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.api.app import create_app, serve
+from gateway.api.context import ApiContext, Role
+from gateway.config.models import MqttBroker
+from gateway.config.site import SiteConfig
+from gateway.driver import Driver, DriverSpec
+from gateway.embedded_broker import EmbeddedBroker
+from gateway.errors import ConfigError, SinkConfigError
+from gateway.live import LiveHub
+from gateway.machines import MachineMeta
+from gateway.metrics import Metrics
+from gateway.pipeline import IngestQueue, Pipeline, SinkWorker
+from gateway.reading import Value
+from gateway.sinks.base import Sink, SinkRetry
+from gateway.sinks.history import LocalHistory
+from gateway.sinks.influx import InfluxSink
+from gateway.supervisor import DriverContext, supervise
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+PURGE_EVERY_S = 3600.0
+
+
+def machine_metas(cfg: SiteConfig) -> list[MachineMeta]:
+    return [
+        MachineMeta(id=m.id, name=m.name, kind=m.kind, driver=m.driver, site=cfg.site.id, lab=m.lab,
+                    expected_interval_s=m.expected_interval_s)
+        for m in cfg.machines
+    ]
+
+
+def describe_metrics(metrics: Metrics) -> None:
+    for name, kind, text in (
+        ("readings_received_total", "counter", "Readings received from drivers."),
+        ("readings_written_total", "counter", "Readings confirmed written by a sink."),
+        ("readings_rejected_total", "counter", "Readings a sink refused as malformed (not retried)."),
+        ("bad_input_total", "counter", "Messages or values skipped as bad input, by reason."),
+        ("driver_connected", "gauge", "1 while the driver is connected."),
+        ("driver_reconnects_total", "counter", "Recoveries after a lost connection."),
+        ("sink_queue_readings", "gauge", "Readings waiting for a sink."),
+        ("ingest_queue_readings", "gauge", "Readings waiting between drivers and sinks."),
+        ("sink_write_errors_total", "counter", "Failed write attempts (retried)."),
+        ("sink_write_seconds_sum", "counter", "Total time spent in successful writes."),
+        ("sink_write_seconds_count", "counter", "Successful writes."),
+    ):
+        metrics.describe(name, kind, text)
+
+
+class Runtime:
+    """One gateway: drivers, pipeline, sinks, live hub and the HTTP API."""
+
+    def __init__(self, cfg: SiteConfig, specs: Mapping[str, DriverSpec], *, data_dir: Path | None = None,
+                 tokens: Mapping[str, tuple[str, Role]] | None = None, serve_api: bool = True) -> None:
+        self.cfg = cfg
+        self.specs = specs
+        self.data_dir = Path(data_dir or cfg.storage.data_dir)
+        self.metrics = Metrics()
+        describe_metrics(self.metrics)
+        self.live = LiveHub(machine_metas(cfg))
+        self.tokens: dict[str, tuple[str, Role]] = {t.token: (t.name, t.role) for t in cfg.api.tokens}
+        self.tokens.update(tokens or {})
+        self.serve_api = serve_api
+        self.sinks: list[Sink] = []
+        self.history: LocalHistory | InfluxSink | None = None
+        self.pipeline: Pipeline | None = None
+        self.contexts: list[DriverContext] = []
+        self.brokers: dict[str, EmbeddedBroker] = {}
+        self.api_port: int | None = None
+        self.started = asyncio.Event()
+        self.started_at = time.time()
+        self.on_started: list[Callable[[Runtime], None]] = []
+
+    # --- start-up ------------------------------------------------------------------------------------------
+    async def _start_brokers(self) -> None:
+        updated: list[MqttBroker] = []
+        for b in self.cfg.mqtt.brokers:
+            if b.embedded:
+                broker = EmbeddedBroker(b.host, b.port)
+                port = await broker.start()
+                self.brokers[b.id] = broker
+                b = b.model_copy(update={"port": port})
+            updated.append(b)
+        mqtt = self.cfg.mqtt.model_copy(update={"brokers": updated})
+        self.cfg = self.cfg.model_copy(update={"mqtt": mqtt})
+
+    async def _open_sinks(self) -> None:
+        metas = {m.id: m for m in machine_metas(self.cfg)}
+        storage = self.cfg.storage
+        if storage.local_history.enabled:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            hist = LocalHistory(self.data_dir / "history.sqlite", metas, self.metrics,
+                                retention_days=storage.local_history.retention_days)
+            self.sinks.append(hist)
+            self.history = hist
+        if storage.influxdb is not None:
+            influx = InfluxSink(storage.influxdb, metas, self.metrics)
+            self.sinks.append(influx)
+            if self.history is None:
+                self.history = influx
+        for sink in self.sinks:
+            try:
+                await sink.open()
+            except SinkConfigError as err:
+                raise ConfigError(f"storage: {sink.name}: {err}") from err
+            except SinkRetry as err:
+                log.warning("sink %s not reachable at start-up (%s); readings are kept and retried", sink.name, err)
+
+    def _drivers(self) -> list[Driver]:
+        out: list[Driver] = []
+        for name, spec in self.specs.items():
+            machines = [m for m in self.cfg.machines if m.driver == name]
+            if machines:
+                out.extend(spec.build(self.cfg, machines))
+        return out
+
+    def health(self) -> dict[str, Any]:
+        sinks = self.pipeline.health()["sinks"] if self.pipeline else {}
+        drivers = {c.name: {"connected": c.is_connected, "last_error": c.last_error} for c in self.contexts}
+        degraded = any(s["state"] == "failing" for s in sinks.values()) or any(
+            not d["connected"] for d in drivers.values())
+        return {
+            "status": "degraded" if degraded else "ok",
+            "version": __version__,
+            "site": self.cfg.site.id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "drivers": drivers,
+            "sinks": sinks,
+            "machines": len(self.cfg.machines),
+        }
+
+    async def _history(self, machine: str, signal: str, start_ns: int, end_ns: int,
+                       limit: int) -> list[tuple[int, Value, str]]:
+        assert self.history is not None
+        return await self.history.query_history(machine, signal, start_ns, end_ns, limit)
+
+    # --- run -----------------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._start_brokers()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await self._open_sinks()
+            storage = self.cfg.storage
+            ingest = IngestQueue(storage.queue_size)
+            self.metrics.gauge_fn("ingest_queue_readings", lambda: float(len(ingest)))
+            influx = storage.influxdb
+            workers = [
+                SinkWorker(
+                    s, self.metrics,
+                    batch_size=influx.batch_size if isinstance(s, InfluxSink) and influx else 5000,
+                    flush_interval_s=influx.flush_interval_s if isinstance(s, InfluxSink) and influx else 0.5,
+                    capacity=storage.queue_size,
+                )
+                for s in self.sinks
+            ]
+            self.pipeline = Pipeline(ingest, self.live, self.metrics, workers)
+            ingest.bind_loop(asyncio.get_running_loop())
+            tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
+            tasks += [asyncio.create_task(w.run(), name=f"sink:{w.sink.name}") for w in workers]
+            tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+            critical = list(tasks)  # these never end by themselves; if one fails, the gateway stops loudly
+            for driver in self._drivers():
+                ctx = DriverContext(driver, ingest, self.live, self.metrics)
+                self.contexts.append(ctx)
+                tasks.append(asyncio.create_task(supervise(driver, ctx), name=f"driver:{driver.name}"))
+            if self.serve_api:
+                api_ready = asyncio.Event()
+                app = create_app(ApiContext(
+                    site_id=self.cfg.site.id, site_name=self.cfg.site.name, live=self.live, metrics=self.metrics,
+                    tokens=self.tokens, history=self._history if self.history else None, health=self.health,
+                    version=__version__,
+                ))
+                server = asyncio.create_task(serve(app, self.cfg.api.host, self.cfg.api.port, api_ready), name="api")
+                tasks.append(server)
+                critical.append(server)
+                await _first(api_ready.wait(), server)
+                self.api_port = app.state.bound_port
+            self.started.set()
+            for cb in self.on_started:
+                cb(self)
+            await _first(stop.wait(), *critical)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for sink in self.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.close()
+            for broker in self.brokers.values():
+                with contextlib.suppress(Exception):
+                    await broker.stop()
+
+    async def _housekeeping(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.live.tick()
+            if isinstance(self.history, LocalHistory) and time.monotonic() - last_purge > PURGE_EVERY_S:
+                last_purge = time.monotonic()
+                await self.history.purge(time.time_ns())
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of these finishes; re-raise if it failed. Only waiters created here are cancelled."""
+    created: list[asyncio.Future[Any]] = []
+    futs: list[asyncio.Future[Any]] = []
+    for a in aws:
+        if isinstance(a, asyncio.Future):
+            futs.append(a)
+        else:
+            f = asyncio.ensure_future(a)
+            created.append(f)
+            futs.append(f)
+    try:
+        done, _ = await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in created:
+            if not f.done():
+                f.cancel()
+    for f in done:
+        if not f.cancelled() and (exc := f.exception()) is not None:
+            raise exc

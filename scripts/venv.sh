@@ -1,0 +1,20 @@
+# Sourced by demo.sh and test.sh: create .venv with Python 3.11+ and install the project (editable) into it.
+ensure_venv() {
+  local extras="$1"
+  local py="${PYTHON:-python3}"
+  if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "Python 3.11 or newer is needed (found: $("$py" --version 2>&1)). Set PYTHON=/path/to/python3.11." >&2
+    exit 2
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    "$py" -m venv .venv || { echo "python3 -m venv failed: install Debian's python3-venv" >&2; exit 2; }
+  fi
+  local stamp=".venv/.installed${extras}"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "== installing Python packages into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,169 @@
+"""Config errors as a technician reads them: exact text, every problem at once, with file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config.loader import check_text, load
+from gateway.config.schema import schema_text
+from gateway.errors import ConfigError
+from gateway.registry import discover
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = discover()
+ENV = {"INFLUX_TOKEN": "t" * 20, "MQTT_PASSWORD": "p", "KARTECH_SCREEN_TOKEN": "s" * 20,
+       "KARTECH_TECH_TOKEN": "k" * 20, "KARTECH_ADMIN_TOKEN": "a" * 20}
+
+BASE = """\
+site:
+  id: kartech
+  name: Test hub
+mqtt:
+  brokers:
+    - id: lab
+      host: 127.0.0.1
+machines:
+  - id: fdm-03
+    name: Printer 3
+    kind: printer
+    driver: mqtt
+    broker: lab
+    topics:
+      - topic: lab/{site}/{machine}/report
+        fields:
+          nozzle_temp: {path: temps.nozzle, unit: degC}
+"""
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    return [str(p) for p in check_text(text, "site.yaml", SPECS, env or {}).problems]
+
+
+def test_valid_file_has_no_problems() -> None:
+    result = check_text(BASE, "site.yaml", SPECS, {})
+    assert result.problems == []
+    assert result.config is not None
+    assert result.config.machines[0].id == "fdm-03"
+
+
+def test_unknown_unit_suggests_the_canonical_one() -> None:
+    assert problems(BASE.replace("unit: degC", "unit: celcius")) == [
+        'site.yaml:17 — machine "fdm-03" (driver mqtt)\n'
+        '  topics[0].fields.nozzle_temp.unit: "celcius" is unknown; did you mean "degC"?'
+    ]
+
+
+def test_typo_in_key_suggests_the_right_key() -> None:
+    assert problems(BASE.replace("    broker: lab", "    brokr: lab")) == [
+        'site.yaml:9 — machine "fdm-03" (driver mqtt)\n  broker: is required — Id of a broker under mqtt.brokers.',
+        'site.yaml:13 — machine "fdm-03" (driver mqtt)\n  brokr: is not a known key; did you mean "broker"?',
+    ]
+
+
+def test_unknown_broker_reference_lists_the_known_ones() -> None:
+    assert problems(BASE.replace("    broker: lab", "    broker: shop")) == [
+        'site.yaml:13 — machine "fdm-03" (driver mqtt)\n'
+        '  broker: "shop" is not a broker under mqtt.brokers; use one of: lab'
+    ]
+
+
+def test_unknown_driver_suggests_the_closest() -> None:
+    assert problems(BASE.replace("driver: mqtt", "driver: mqt")) == [
+        'site.yaml:12 — machine "fdm-03"\n  driver: "mqt" is not a known driver; did you mean "mqtt"? (known: '
+        + ", ".join(sorted(SPECS)) + ")"
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = (BASE.replace("id: kartech", "id: Kartech Hub")
+            .replace("host: 127.0.0.1", "host: 127.0.0.1\n      port: 99999")
+            .replace("unit: degC", "unit: degC, scale: fast"))
+    assert problems(text) == [
+        'site.yaml:2 — site\n  id: "Kartech Hub" is not valid here; use lower-case letters, digits, \'-\' and \'_\' '
+        "(e.g. fdm-03)",
+        'site.yaml:8 — mqtt broker "lab"\n  port: 99999 is out of range: input should be less than or equal to 65535',
+        'site.yaml:18 — machine "fdm-03" (driver mqtt)\n  topics[0].fields.nozzle_temp.scale: "fast" is not a number',
+    ]
+
+
+def test_duplicate_machine_ids() -> None:
+    second = BASE[BASE.index("  - id: fdm-03"):]
+    assert problems(BASE + second) == [
+        'site.yaml:18 — machine "fdm-03" (driver mqtt)\n'
+        '  id: "fdm-03" is already used by machines[0]; machine ids must be unique'
+    ]
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    assert problems(BASE.replace("    kind: printer", "   kind: printer")) == [
+        "site.yaml:11 — YAML syntax\n  expected <block end>, but found '<block mapping start>'; "
+        "check indentation and quotes"
+    ]
+
+
+def test_literal_secret_is_refused_and_env_reference_is_used() -> None:
+    text = BASE.replace("host: 127.0.0.1", "host: 127.0.0.1\n      password: hunter2")
+    assert problems(text) == [
+        'site.yaml:8 — mqtt broker "lab"\n  password: is written literally; write it as ${ENV_VAR} so the secret '
+        "stays out of the file (e.g. password: ${KARTECH_MQTT_PASSWORD})"
+    ]
+    env_text = BASE.replace("host: 127.0.0.1", "host: 127.0.0.1\n      password: ${MQTT_PASSWORD}")
+    cfg = check_text(env_text, "site.yaml", SPECS, {"MQTT_PASSWORD": "s3cret"}).config
+    assert cfg is not None
+    assert cfg.mqtt.brokers[0].password == "s3cret"
+    assert problems(env_text) == [
+        'site.yaml:8 — mqtt broker "lab"\n  password: environment variable MQTT_PASSWORD is not set; '
+        "export it before start"
+    ]
+
+
+def test_topic_template_errors() -> None:
+    assert problems(BASE.replace("lab/{site}/{machine}/report", "lab/{site}/{machin}/#")) == [
+        'site.yaml:15 — machine "fdm-03" (driver mqtt)\n'
+        '  topics[0].topic: "lab/{site}/{machin}/#" must not contain MQTT wildcards; use placeholders such as '
+        "{signal}"
+    ]
+
+
+def test_shipped_configs_are_valid() -> None:
+    for name in ("demo.yaml", "example-site.yaml"):
+        result = check_text((ROOT / "config" / name).read_text(), name, SPECS, ENV)
+        assert result.problems == [], name
+
+
+def test_example_site_with_three_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "config" / "example-site.yaml").read_text()
+    text = text.replace("timezone: Asia/Almaty ", "timezone: Asia/Almatty ", 1)
+    text = text.replace("version: 2 ", "version: 4 ", 1)
+    text = text.replace("    broker: lab\n    expected_interval_s: 5", "    brokr: lab\n    expected_interval_s: 5", 1)
+    bad = tmp_path / "site.yaml"
+    bad.write_text(text)
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:10 — site\n  timezone: \"Asia/Almatty\" is not an IANA time zone" in err
+    assert f"{bad}:20 — storage\n  influxdb.version: \"4\" is not allowed; use one of 1, 2, 3" in err
+    assert 'machine "furnace-01" (driver mqtt)\n  brokr: is not a known key; did you mean "broker"?' in err
+    assert err.rstrip().endswith("4 problems in 1 file.")  # the missing broker: is reported too
+
+
+def test_check_config_ok_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(ROOT / "config" / "example-site.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_load_raises_with_full_report(tmp_path: Path) -> None:
+    bad = tmp_path / "s.yaml"
+    bad.write_text(BASE.replace("unit: degC", "unit: celcius"))
+    with pytest.raises(ConfigError) as err:
+        load(bad, SPECS, {})
+    assert str(err.value).endswith("Gateway not started: 1 problem in 1 file.")
+
+
+def test_schema_is_current() -> None:
+    committed = (ROOT / "config" / "schema.json").read_text()
+    assert committed == schema_text(SPECS), "config/schema.json is stale: run `kartech schema --out config/schema.json`"
+    assert "machines" in json.loads(committed)["properties"]
