@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--url", default="http://127.0.0.1:8080")
     st.add_argument("--token", default=None, help="API token (or KARTECH_TOKEN)")
     st.set_defaults(func=cmd_status)
+
+    from gateway.registry import discover
+
+    for spec in discover().values():
+        if spec.commands is not None:
+            spec.commands(sub)
     return p
 
 

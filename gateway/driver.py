@@ -6,6 +6,7 @@ A driver knows its protocol and nothing else: it turns what its machines send in
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -52,3 +53,6 @@ class DriverSpec:
     # cross-references a single model cannot see (e.g. a machine naming a broker that is not configured):
     # returns (location, value found, message) with locations like ("machines", 3, "broker")
     check: Callable[[SiteConfig], list[tuple[tuple[str | int, ...], object, str]]] | None = None
+    # adds the driver's own subcommands (e.g. `kartech opcua browse`) to the `kartech` parser; each subcommand
+    # sets `func` (args -> exit code) with `set_defaults`
+    commands: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None = None

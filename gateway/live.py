@@ -163,6 +163,9 @@ class LiveHub:
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
         self._subs.discard(q)
 
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
     def _publish(self, msg: dict[str, Any]) -> None:
         for q in self._subs:
             if q.full():

@@ -10,6 +10,7 @@ need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v influxd >/dev/null || need+=(influxdb)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
+[ -x /usr/bin/chromium ] || need+=(chromium)   # headless browser test of the web page
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing Debian packages: ${need[*]}"

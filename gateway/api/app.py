@@ -1,0 +1,314 @@
+"""The gateway's HTTP API, live WebSocket and web page: `create_app(ctx)` builds it, `serve(...)` runs it.
+
+Everything the app needs comes in through `ApiContext`; the app keeps it in `app.state.ctx` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import Generator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect, status
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.auth import bearer_token, context_of, current_principal, find_principal
+from gateway.api.context import ApiContext
+from gateway.errors import KartechError
+from gateway.live import iso
+from gateway.reading import Value, now_ns
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+HISTORY_DEFAULT_WINDOW = timedelta(hours=1)
+HISTORY_DEFAULT_LIMIT = 10_000
+HISTORY_MAX_LIMIT = 100_000
+WS_CLOSE_UNAUTHORIZED = 4401
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# "+05:00" typed into a browser's address bar arrives as " 05:00"
+_MANGLED_OFFSET = re.compile(r"^(.*T.*) (\d\d:?\d\d)$")
+
+Ctx = Annotated[ApiContext, Depends(context_of)]
+
+
+# --- documented shapes ------------------------------------------------------------------------------------
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class SignalOut(BaseModel):
+    value: Value
+    unit: str | None
+    ts: str | None = Field(description="source time of the value, ISO-8601 UTC")
+    quality: str = Field(description="good | uncertain | bad | stale")
+
+
+class MachineOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    kind: str
+    driver: str
+    lab: str | None
+    state: str = Field(description="offline | idle | running | paused | error | maintenance")
+    state_since: str | None
+    last_seen: str | None
+    connected: bool
+    signals: dict[str, SignalOut]
+
+
+class PointOut(BaseModel):
+    ts: str
+    value: Value
+    quality: str
+
+
+class HistoryOut(BaseModel):
+    machine: str
+    signal: str
+    start: str
+    end: str
+    points: list[PointOut]
+
+
+Responses = dict[int | str, dict[str, Any]]
+_UNAUTHORIZED: Responses = {401: {"model": ErrorOut, "description": "missing or bad token"}}
+_UNKNOWN_MACHINE: Responses = {404: {"model": ErrorOut, "description": "unknown machine"}}
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+def _known_machine(ctx: ApiContext, machine_id: str) -> None:
+    if not ctx.live.has(machine_id):
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND,
+            detail=f"unknown machine '{machine_id}'; GET /api/v1/machines lists the known ones",
+        )
+
+
+def parse_time(name: str, text: str) -> int:
+    """ISO-8601 text (with Z, an offset, or naive = UTC) to integer nanoseconds since the epoch."""
+    fixed = _MANGLED_OFFSET.sub(r"\1+\2", text.strip())
+    try:
+        dt = datetime.fromisoformat(fixed)
+    except ValueError:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"{name}: '{text}' is not an ISO-8601 time; use e.g. 2026-11-26T09:00:00Z",
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+# --- routes -----------------------------------------------------------------------------------------------
+public = APIRouter()
+protected = APIRouter(dependencies=[Depends(current_principal)], responses=_UNAUTHORIZED)
+
+
+@public.get("/api/v1/health", tags=["gateway"])
+def health(ctx: Ctx) -> dict[str, Any]:
+    """Open to everyone (load balancers, uptime checks). `status` is `degraded` when the gateway reports
+    problems (`problems`: a non-empty list) or an explicit `status` of its own."""
+    try:
+        details = dict(ctx.health())
+    except Exception as err:
+        log.warning("health check failed", exc_info=True)
+        details = {"problems": [f"health check failed: {err}"]}
+    problems = details.get("problems")
+    status_text = details.pop("status", None) or ("degraded" if problems else "ok")
+    return {"status": status_text, "site": ctx.site_id, "site_name": ctx.site_name, "version": ctx.version,
+            **details}
+
+
+@public.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@protected.get("/api/v1/machines", tags=["machines"], responses={200: {"model": list[MachineOut]}})
+def machines(ctx: Ctx) -> list[dict[str, Any]]:
+    """Every machine with its live state and latest value of each signal."""
+    return ctx.live.machines()
+
+
+@protected.get("/api/v1/machines/{machine_id}", tags=["machines"],
+               responses={200: {"model": MachineOut}, **_UNKNOWN_MACHINE})
+def machine(machine_id: str, ctx: Ctx) -> dict[str, Any]:
+    """One machine with its live state and latest value of each signal."""
+    _known_machine(ctx, machine_id)
+    return ctx.live.machine(machine_id)
+
+
+@protected.get("/api/v1/machines/{machine_id}/history", tags=["machines"], response_model=HistoryOut,
+               responses={**_UNKNOWN_MACHINE, 503: {"model": ErrorOut, "description": "no history store"}})
+async def history(
+    machine_id: str,
+    ctx: Ctx,
+    signal: Annotated[str, Query(min_length=1, description="signal name, e.g. nozzle_temp")],
+    start: Annotated[str | None, Query(description="ISO-8601; naive means UTC; default end - 1 h")] = None,
+    end: Annotated[str | None, Query(description="ISO-8601; naive means UTC; default now")] = None,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT, description="most points returned")] = (
+        HISTORY_DEFAULT_LIMIT
+    ),
+) -> HistoryOut:
+    """Stored values of one signal between `start` and `end`, oldest first."""
+    _known_machine(ctx, machine_id)
+    if ctx.history is None:
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="history is not available: this gateway has no history store configured",
+        )
+    end_ns = parse_time("end", end) if end else now_ns()
+    window_ns = HISTORY_DEFAULT_WINDOW // timedelta(microseconds=1) * 1000
+    start_ns = parse_time("start", start) if start else end_ns - window_ns
+    if start_ns >= end_ns:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"start ({iso(start_ns)}) must be before end ({iso(end_ns)})",
+        )
+    try:
+        rows = await ctx.history(machine_id, signal, start_ns, end_ns, limit)
+    except Exception as err:
+        log.warning("history query failed", extra={"machine": machine_id, "signal": signal}, exc_info=True)
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"history store did not answer: {err}",
+        ) from err
+    return HistoryOut(
+        machine=machine_id,
+        signal=signal,
+        start=iso(start_ns) or "",
+        end=iso(end_ns) or "",
+        points=[PointOut(ts=iso(ts) or "", value=value, quality=quality) for ts, value, quality in rows],
+    )
+
+
+@protected.get("/metrics", tags=["gateway"], response_class=PlainTextResponse)
+def metrics(ctx: Ctx) -> PlainTextResponse:
+    """The gateway's own health in Prometheus text format."""
+    return PlainTextResponse(ctx.metrics.render(), media_type=PROMETHEUS_TEXT)
+
+
+@public.websocket("/api/v1/live")
+async def live(
+    websocket: WebSocket,
+    token: Annotated[str | None, Query(description="token, for browsers (they cannot set headers)")] = None,
+) -> None:
+    """A snapshot of every machine, then machine updates and alerts as they happen (JSON text frames)."""
+    ctx = context_of(websocket)
+    presented = token or bearer_token(websocket.headers.get("authorization"))
+    # accept before closing so that the browser sees the 4401 close code, not a bare failed handshake
+    await websocket.accept()
+    if find_principal(ctx.tokens, presented) is None:
+        await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token")
+        return
+    queue = ctx.live.subscribe()
+    try:
+        await websocket.send_json({"type": "snapshot", "machines": ctx.live.machines()})
+        await _stream(websocket, queue)
+    except (WebSocketDisconnect, OSError):
+        log.debug("live client left during the snapshot")
+    finally:
+        ctx.live.unsubscribe(queue)
+
+
+async def _stream(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    """Forward hub messages until the client disconnects or sending to it fails."""
+    async with anyio.create_task_group() as tasks:
+
+        async def forward() -> None:
+            # a client that went away while we were sending is the normal end, not an error
+            with contextlib.suppress(WebSocketDisconnect, OSError):
+                while True:
+                    await websocket.send_json(await queue.get())
+            tasks.cancel_scope.cancel()
+
+        async def until_disconnect() -> None:
+            # read (and ignore) what the client sends, so that a closed socket is noticed at once
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(forward)
+        tasks.start_soon(until_disconnect)
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """The FastAPI app for one gateway; OpenAPI at /docs."""
+    app = FastAPI(
+        title=f"Kartech Gateway — {ctx.site_name}",
+        version=ctx.version,
+        description="Live machine status, history and the gateway's own metrics. "
+        "Send `Authorization: Bearer <token>` everywhere except /api/v1/health and the web page.",
+    )
+    app.state.ctx = ctx
+    app.include_router(public)
+    app.include_router(protected)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+# --- running inside the gateway's own event loop ----------------------------------------------------------
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the gateway's own `main()` and says when it is listening."""
+
+    def __init__(self, config: uvicorn.Config, listening: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._listening = listening
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._listening is not None:
+            self._listening.set()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as err:
+        raise KartechError(
+            f"web server cannot listen on {host}:{port}: {err.strerror or err}; "
+            "choose another port (0 picks a free one) or stop whatever already uses it"
+        ) from err
+
+
+async def serve(app: FastAPI, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    """Serve `app` on host:port until cancelled, in the running event loop, without touching signal handlers.
+
+    `port` 0 picks a free port; the port actually bound is in `app.state.bound_port` before `ready` is set.
+    Cancelling stops accepting, closes open WebSockets (code 1012), waits for a graceful shutdown (at most 5 s)
+    and then lets the cancellation propagate.
+    """
+    sock = _listen(host, port)
+    app.state.bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=5)
+    server = _EmbeddedServer(config, ready)
+    log.info("web page and API starting", extra={"url": f"http://{host}:{app.state.bound_port}/"})
+    # a task of its own, so that cancelling us asks uvicorn to shut down gracefully instead of interrupting it
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await asyncio.wait({task})
+        task.result()
+    finally:
+        server.should_exit = True
+        await asyncio.wait({task})
+        sock.close()
