@@ -1,9 +1,9 @@
-"""From drivers to sinks: a bounded ingest queue, the live hub, and one writer per sink.
+"""From drivers to sinks: a bounded ingest queue, the live hub, the durable outbox, and one writer per sink.
 
-Memory is bounded everywhere: the ingest queue and each sink's queue hold at most a configured number of
-readings; when a sink is slow or down its queue fills, the ingest stage waits, and drivers are slowed in turn
-(an MQTT driver then stops acknowledging, so the broker keeps the data). A source's acknowledgement runs only
-after every sink has confirmed its readings.
+Readings are committed to the outbox in groups; only then are their sources acknowledged (an MQTT PUBACK).
+Each sink writer follows the outbox from its own cursor: from memory while it keeps up, from disk after a
+restart or a long outage. Memory is bounded everywhere: the ingest queue holds at most `queue_size` readings, a
+sink writer keeps at most that many in memory, and the outbox is bounded in bytes with a configured policy.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gateway.driver import Ack
 from gateway.errors import SinkConfigError
 from gateway.live import LiveHub
 from gateway.metrics import Metrics
+from gateway.outbox import Outbox, OutboxError
 from gateway.reading import Reading
 from gateway.sinks.base import Sink, SinkRetry
 
@@ -33,13 +34,6 @@ class Batch:
     readings: Sequence[Reading]
     ack: Ack | None
     driver: str
-    pending: int = 0
-
-    def done(self) -> None:
-        self.pending -= 1
-        if self.pending <= 0 and self.ack is not None:
-            ack, self.ack = self.ack, None
-            ack()
 
 
 class IngestQueue:
@@ -86,15 +80,20 @@ class IngestQueue:
         if was_empty and self._loop is not None:
             self._loop.call_soon_threadsafe(self._ready.set)
 
+    def take_nowait(self) -> list[Batch]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            self._count = 0
+            self._cond.notify_all()
+        if items:
+            self._space.set()
+        return items
+
     async def get_all(self) -> list[Batch]:
         while True:
-            with self._cond:
-                items = list(self._items)
-                self._items.clear()
-                self._count = 0
-                self._cond.notify_all()
+            items = self.take_nowait()
             if items:
-                self._space.set()
                 return items
             self._ready.clear()
             with self._cond:
@@ -104,68 +103,79 @@ class IngestQueue:
 
 
 class SinkWorker:
-    """Feeds one sink in batches by size and time; retries forever with backoff, never drops a batch."""
+    """Feeds one sink from the outbox in batches by size and time; retries forever, never skips a group."""
 
-    def __init__(self, sink: Sink, metrics: Metrics, *, batch_size: int, flush_interval_s: float,
-                 capacity: int, backoff: Backoff | None = None) -> None:
+    def __init__(self, sink: Sink, outbox: Outbox, metrics: Metrics, *, batch_size: int, flush_interval_s: float,
+                 memory_readings: int, backoff: Backoff | None = None) -> None:
         self.sink = sink
+        self.outbox = outbox
         self.metrics = metrics
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.capacity = capacity
+        self.memory_readings = memory_readings
         self.backoff = backoff or Backoff(initial_s=0.5, cap_s=30.0)
-        self._queue: deque[Batch] = deque()
-        self._count = 0
+        self._mem: deque[tuple[int, Sequence[Reading]]] = deque()
+        self._mem_count = 0
         self._has_data = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
         self.state = "starting"
         self.last_error = ""
-        self.oldest_ns: int | None = None
-        metrics.gauge_fn("sink_queue_readings", lambda: float(self._count), sink=sink.name)
+        name = sink.name
+        metrics.gauge_fn("sink_queue_readings", lambda: float(outbox.queued_readings(name)), sink=name)
+        metrics.gauge_fn("sink_oldest_queued_seconds", lambda: outbox.oldest_age_s(name), sink=name)
+        metrics.gauge_fn("readings_dead_lettered_total", lambda: float(outbox.dead_lettered[name]), sink=name)
+        metrics.gauge_fn("readings_dropped_total", lambda: float(outbox.dropped[name]), sink=name)
 
     @property
-    def queued(self) -> int:
-        return self._count
+    def cursor(self) -> int:
+        return self.outbox.cursors.get(self.sink.name, self.outbox.last_seq)
 
-    async def put(self, batch: Batch) -> None:
-        while self._count >= self.capacity:
-            self._space.clear()
-            await self._space.wait()
-        self._queue.append(batch)
-        self._count += len(batch.readings)
+    def committed(self, seq: int, readings: Sequence[Reading]) -> None:
+        """A group was committed to the outbox; keep it in memory while there is room (else read from disk)."""
+        if self._mem_count + len(readings) <= self.memory_readings and (not self._mem or self._mem[-1][0] == seq - 1):
+            self._mem.append((seq, readings))
+            self._mem_count += len(readings)
         self._has_data.set()
 
-    def _take(self) -> list[Batch]:
-        taken: list[Batch] = []
-        n = 0
-        while self._queue and (not taken or n + len(self._queue[0].readings) <= self.batch_size):
-            b = self._queue.popleft()
-            taken.append(b)
-            n += len(b.readings)
-        return taken
+    def _pending(self) -> int:
+        return self.outbox.last_seq - self.cursor
+
+    async def _next_groups(self) -> list[tuple[int, Sequence[Reading]]]:
+        while self._mem and self._mem[0][0] <= self.cursor:
+            self._mem_count -= len(self._mem.popleft()[1])
+        if self._mem and self._mem[0][0] == self.cursor + 1:
+            out: list[tuple[int, Sequence[Reading]]] = []
+            n = 0
+            for seq, readings in self._mem:
+                if out and n + len(readings) > self.batch_size:
+                    break
+                out.append((seq, readings))
+                n += len(readings)
+            return out
+        self._mem.clear()  # behind the memory window (restart, long outage): catch up from disk, oldest first
+        self._mem_count = 0
+        return list(await self.outbox.read(self.sink.name, self.batch_size))
 
     async def run(self) -> None:
         while True:
-            if not self._queue:
+            if self._pending() <= 0:
                 self._has_data.clear()
                 await self._has_data.wait()
-            if self._count < self.batch_size:
+                continue
+            if self._mem_count < self.batch_size and self._mem and self._mem[0][0] == self.cursor + 1:
                 deadline = time.monotonic() + self.flush_interval_s
-                while self._count < self.batch_size and (left := deadline - time.monotonic()) > 0:
+                while self._mem_count < self.batch_size and (left := deadline - time.monotonic()) > 0:
                     self._has_data.clear()
                     try:
                         await asyncio.wait_for(self._has_data.wait(), left)
                     except TimeoutError:
                         break
-            taken = self._take()
-            readings = [r for b in taken for r in b.readings]
-            if readings:
-                await self._write_until_done(readings)
-            self._count -= len(readings)
-            self._space.set()
-            for b in taken:
-                b.done()
+            groups = await self._next_groups()
+            if not groups:
+                await asyncio.sleep(0.05)
+                continue
+            readings = [r for _, rs in groups for r in rs]
+            await self._write_until_done(readings)
+            await self.outbox.confirm(self.sink.name, groups[-1][0])
 
     async def _write_until_done(self, readings: list[Reading]) -> None:
         name = self.sink.name
@@ -189,13 +199,14 @@ class SinkWorker:
                 self._failing(f"{type(err).__name__}: {err}", delay)
                 await asyncio.sleep(delay)
                 continue
-            self.metrics.inc("sink_write_seconds_sum", time.perf_counter() - t0, sink=name)
-            self.metrics.inc("sink_write_seconds_count", 1, sink=name)
+            self.metrics.inc("sink_batch_seconds_sum", time.perf_counter() - t0, sink=name)
+            self.metrics.inc("sink_batch_seconds_count", 1, sink=name)
             self.metrics.inc("readings_written_total", result.written, sink=name)
-            for rej in result.rejected:
-                self.metrics.inc("readings_rejected_total", len(rej.readings), sink=name)
-                log.error("sink %s rejected %d reading(s): %s — line: %.200s", name, len(rej.readings), rej.reason,
-                          rej.line, extra={"sink": name})
+            if result.rejected:
+                await self.outbox.dead_letter(name, result.rejected)
+                for rej in result.rejected:
+                    log.error("sink %s rejected %d reading(s), kept in dead_letters: %s — line: %.200s", name,
+                              len(rej.readings), rej.reason, rej.line, extra={"sink": name})
             if self.state != "ok":
                 if self.state == "failing":
                     log.info("sink %s recovered", name, extra={"sink": name})
@@ -205,44 +216,121 @@ class SinkWorker:
             return
 
     def _failing(self, error: str, delay: float, level: int = logging.WARNING) -> None:
-        self.metrics.inc("sink_write_errors_total", sink=self.sink.name)
+        self.metrics.inc("sink_retries_total", sink=self.sink.name)
         if self.state != "failing":
-            log.log(level, "sink %s failing: %s; keeping %d readings and retrying (next in %.1f s)",
-                    self.sink.name, error, self._count, delay, extra={"sink": self.sink.name})
+            log.log(level, "sink %s failing: %s; keeping %d queued readings and retrying (next in %.1f s)",
+                    self.sink.name, error, self.outbox.queued_readings(self.sink.name), delay,
+                    extra={"sink": self.sink.name})
         self.state = "failing"
         self.last_error = error
 
 
 @dataclass
 class Pipeline:
+    """Takes what drivers emit, updates the live hub, commits groups to the outbox, then acknowledges sources."""
+
     ingest: IngestQueue
     live: LiveHub
     metrics: Metrics
+    outbox: Outbox
     workers: list[SinkWorker] = field(default_factory=list)
+    commit_interval_s: float = 0.02
+    _pending: list[Batch] = field(default_factory=list)
+    _pending_readings: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.2, cap_s=10.0))
+    state: str = "ok"
+    last_error: str = ""
 
     async def run(self) -> None:
         self.ingest.bind_loop(asyncio.get_running_loop())
+        last_commit = 0.0
         while True:
-            batches = await self.ingest.get_all()
-            readings: list[Reading] = []
-            for b in batches:
-                if b.readings:
-                    self.metrics.inc("readings_received_total", len(b.readings), driver=b.driver)
-                    readings.extend(b.readings)
-            if readings:
-                self.live.update(readings)
-            for b in batches:
-                # batches without readings (all input was bad) go through the sinks too, so that sources
-                # are acknowledged in the order they sent
-                b.pending = len(self.workers)
-                if not self.workers:
-                    b.done()
-                for w in self.workers:
-                    await w.put(b)
+            if not self._pending:
+                self._absorb(await self.ingest.get_all())
+            elif self._pending_readings < self.ingest.capacity:
+                self._absorb(self.ingest.take_nowait())
+            if self.state == "failing":
+                await asyncio.sleep(self.backoff.next())
+                self._absorb_if_room()
+            elif self.commit_interval_s:
+                # group commit: let more arrive, up to the interval since the last commit
+                left = last_commit + self.commit_interval_s - time.monotonic()
+                if left > 0:
+                    await asyncio.sleep(left)
+                    self._absorb_if_room()
+            if not await self._room():
+                continue
+            if await self._commit():
+                last_commit = time.monotonic()
+
+    def _absorb_if_room(self) -> None:
+        if self._pending_readings < self.ingest.capacity:
+            self._absorb(self.ingest.take_nowait())
+
+    def _absorb(self, batches: list[Batch]) -> None:
+        for b in batches:
+            if b.readings:
+                self.metrics.inc("readings_received_total", len(b.readings), driver=b.driver)
+                self.live.update(b.readings)
+                self._pending_readings += len(b.readings)
+        self._pending += batches
+
+    async def _commit(self) -> bool:
+        readings = [r for b in self._pending for r in b.readings]
+        try:
+            seq = await self.outbox.append(readings) if readings else None
+        except OutboxError as err:
+            if self.state != "failing":
+                log.error("%s; holding %d readings in memory and not acknowledging sources until it works",
+                          err, self._pending_readings)
+            self.state, self.last_error = "failing", str(err)
+            self.metrics.inc("outbox_errors_total")
+            return False
+        if self.state == "failing":
+            log.info("outbox writable again; %d held readings committed", self._pending_readings)
+        self.state, self.last_error = "ok", ""
+        self.backoff.reset()
+        for b in self._pending:
+            if b.ack is not None:
+                b.ack()
+            if b.readings:
+                self.metrics.inc("readings_committed_total", len(b.readings), driver=b.driver)
+        if seq is not None:
+            for w in self.workers:
+                w.committed(seq, readings)
+        self._pending, self._pending_readings = [], 0
+        return True
+
+    async def _room(self) -> bool:
+        """Apply the outbox's full policy. False: nothing may be committed now (check again)."""
+        if not self.outbox.full():
+            return True
+        if self.outbox.policy == "drop_oldest":
+            dropped = 0
+            while self.outbox.full() and self.outbox.rows:
+                dropped += await self.outbox.drop_oldest()
+            if dropped:
+                log.error("outbox full (%d bytes): dropped the %d oldest queued readings", self.outbox.max_bytes,
+                          dropped)
+                self.live.publish_event({"type": "gateway", "event": "outbox_dropped", "readings": dropped})
+            return True
+        if self.state != "backpressure":
+            log.error("outbox full (%d bytes): not taking or acknowledging new data until sinks catch up",
+                      self.outbox.max_bytes)
+            self.live.publish_event({"type": "gateway", "event": "outbox_full"})
+            self.metrics.inc("outbox_full_total")
+        self.state, self.last_error = "backpressure", "outbox full"
+        await self.outbox.space.wait()
+        self.state, self.last_error = "ok", ""
+        return False
 
     def health(self) -> dict[str, Any]:
         return {
             "ingest_queued": len(self.ingest),
-            "sinks": {w.sink.name: {"state": w.state, "queued": w.queued, "last_error": w.last_error}
+            "outbox": {"state": self.state, "last_error": self.last_error, "bytes": self.outbox.bytes,
+                       "max_bytes": self.outbox.max_bytes, "queued_groups": len(self.outbox.rows)},
+            "sinks": {w.sink.name: {"state": w.state, "queued": self.outbox.queued_readings(w.sink.name),
+                                    "oldest_queued_s": round(self.outbox.oldest_age_s(w.sink.name), 1),
+                                    "last_error": w.last_error}
                       for w in self.workers},
         }

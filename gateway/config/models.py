@@ -82,12 +82,36 @@ class LocalHistory(Strict):
     retention_days: float = Field(default=14, gt=0, description="History older than this is deleted.")
 
 
+class OutboxSettings(Strict):
+    """The on-disk queue in front of every sink (see README: Lose nothing)."""
+
+    max_bytes: int = Field(
+        default=1 << 30, ge=1 << 16, description="Size limit of the queued data on disk (default 1 GiB)."
+    )
+    when_full: Literal["backpressure", "drop_oldest"] = Field(
+        default="backpressure",
+        description="backpressure: stop taking (and acknowledging) data until sinks catch up, so sources such as "
+        "an MQTT broker keep it; drop_oldest: delete the oldest queued data to make room (counted and alerted).",
+    )
+    durability: Literal["full", "normal"] = Field(
+        default="full",
+        description="full: every commit is synced to disk and survives power loss; normal: survives a crash of the "
+        "gateway, but the last commits before a power loss may be lost (faster on slow disks).",
+    )
+    commit_interval_s: float = Field(
+        default=0.02, ge=0, le=5,
+        description="Readings arriving within this interval are committed together (group commit); sources are "
+        "acknowledged after their commit.",
+    )
+
+
 class Storage(Strict):
     data_dir: str = Field(default="data", description="Directory for the local history, queues and state.")
     queue_size: int = Field(
         default=100_000, ge=100, description="Readings held in memory between stages before sources are slowed."
     )
     local_history: LocalHistory = Field(default_factory=LocalHistory)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     influxdb: Annotated[InfluxV1 | InfluxV2, Field(discriminator="version")] | None = Field(
         default=None, description="InfluxDB to write telemetry to; leave out to keep only the local history."
     )
