@@ -168,6 +168,7 @@ def _model_at(model: type[BaseModel], path: Loc, specs: Mapping[str, DriverSpec]
     for part in path:
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and part < len(node) else None
+            current = _inner_model(current, node, specs)  # a list item: pick the driver's machine model
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
@@ -183,7 +184,7 @@ def _inner_model(annotation: Any, node: Any, specs: Mapping[str, DriverSpec]) ->
     from typing import get_args
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        if annotation.__name__ == "MachineBase" and isinstance(node, dict):
+        if any(c.__name__ == "MachineBase" for c in annotation.__mro__) and isinstance(node, dict):
             spec = specs.get(str(node.get("driver")))
             return spec.machine_model if spec else annotation
         return annotation
@@ -216,6 +217,8 @@ def _strip_tags(loc: Loc, data: Any) -> Loc:
         if isinstance(node, dict) and part in node:
             out.append(part)
             node = node[part]
+        elif isinstance(node, dict) and part == node.get("driver"):
+            continue  # the tag of the machines union (e.g. "mqtt" in machines.3.mqtt.broker)
         elif isinstance(node, dict) or node is None:
             # a missing key (reported as missing) or an unknown one: keep it as the last part
             out.append(part)
