@@ -1,0 +1,49 @@
+"""Serial: Marlin-family 3D printers (Marlin, Prusa firmware, Klipper) and line-based instruments on USB/RS-232."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from drivers.serial.config import SerialMachine
+from drivers.serial.driver import SerialDriver
+from drivers.serial.probe import add_commands
+from gateway.config.models import MachineBase
+from gateway.config.site import SiteConfig
+from gateway.driver import Driver, DriverSpec
+
+
+def build(cfg: SiteConfig, machines: Sequence[MachineBase]) -> list[Driver]:
+    out: list[Driver] = []
+    for m in machines:
+        assert isinstance(m, SerialMachine)
+        out.append(SerialDriver(m))
+    return out
+
+
+def check(cfg: SiteConfig) -> list[tuple[tuple[str | int, ...], object, str]]:
+    """A port has one owner: two machines on the same port (or two links to one device) cannot both work."""
+    out: list[tuple[tuple[str | int, ...], object, str]] = []
+    seen: dict[str, tuple[int, str]] = {}
+    for i, m in enumerate(cfg.machines):
+        if not isinstance(m, SerialMachine):
+            continue
+        key = os.path.realpath(m.port) if os.path.exists(m.port) else m.port
+        if key in seen:
+            first_i, first_id = seen[key]
+            out.append((("machines", i, "port"), m.port,
+                        f'"{m.port}" is already the port of machine "{first_id}" (machines[{first_i}]); '
+                        "a serial port has one owner — give each machine its own port"))
+        else:
+            seen[key] = (i, m.id)
+    return out
+
+
+DRIVER = DriverSpec(
+    name="serial",
+    machine_model=SerialMachine,
+    build=build,
+    summary="Marlin-family 3D printers and line-based instruments (balances, SCPI meters) on serial ports.",
+    check=check,
+    commands=add_commands,
+)
