@@ -85,20 +85,23 @@ async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
     from gateway.runtime import Runtime
 
     specs = discover()
-    cfg = load(cfg_path, specs)
-    stop = asyncio.Event()
-    _install_stop(stop, getattr(args, "seconds", None))
     tokens: dict[str, tuple[str, str]] = {}
     data_dir: Path | None = None
     cleanup: Path | None = None
     if demo:
+        if args.data_dir:
+            data_dir = Path(os.path.abspath(args.data_dir))
+        else:
+            data_dir = cleanup = Path(tempfile.mkdtemp(prefix="kartech-demo-"))
+        # the virtual serial ports (pseudo-terminal links) of this demo live in its own directory
+        os.environ.setdefault("KARTECH_DEMO_RUN_DIR", str(data_dir / "serial"))
+    cfg = load(cfg_path, specs)
+    stop = asyncio.Event()
+    _install_stop(stop, getattr(args, "seconds", None))
+    if demo:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": args.port, "host": args.host})})
         token = os.environ.get("KARTECH_ADMIN_TOKEN") or secrets.token_urlsafe(24)
         tokens[token] = ("demo-admin", "admin")
-        if args.data_dir:
-            data_dir = Path(args.data_dir)
-        else:
-            data_dir = cleanup = Path(tempfile.mkdtemp(prefix="kartech-demo-"))
     rt = Runtime(cfg, specs, data_dir=data_dir, tokens=tokens)  # type: ignore[arg-type]
     lab = None
     if demo:
@@ -114,12 +117,27 @@ async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
                   "  stop with Ctrl-C\n", flush=True)
             for line in lab.describe():
                 log.info("simulator %s", line)
+            from simulators.mqtt_lab import apply_faults, planned_faults
+
+            for line in apply_faults(lab.mqtt, planned_faults(DEMO_CONFIG)):
+                log.info("simulator %s", line)
 
         rt.on_started.append(started)
+    rt_stop = asyncio.Event()
+
+    async def stop_in_order() -> None:
+        await stop.wait()
+        if lab is not None:  # simulators first, so they do not see their broker vanish
+            await asyncio.to_thread(lab.stop)
+        rt_stop.set()
+
+    stopper = asyncio.create_task(stop_in_order())
     try:
-        await rt.run(stop)
+        await rt.run(rt_stop)
     finally:
-        if lab is not None:
+        stopped_lab = stopper.done()
+        stopper.cancel()
+        if lab is not None and not stopped_lab:
             lab.stop()
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
@@ -167,11 +185,46 @@ def cmd_status(args: argparse.Namespace) -> int:
     except httpx.HTTPError as err:
         print(f"gateway at {args.url} not reachable: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(r.json(), indent=2))
+    metrics_text: str | None = None
     if token:
         m = httpx.get(f"{args.url.rstrip('/')}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         if m.status_code == 200:
-            print("\n".join(line for line in m.text.splitlines() if not line.startswith("#")))
+            metrics_text = m.text
+        else:
+            print(f"/metrics answered {m.status_code}: check the token", file=sys.stderr)
+    if args.json:
+        print(json.dumps(r.json(), indent=2))
+        if metrics_text is not None:
+            print("\n".join(line for line in metrics_text.splitlines() if not line.startswith("#")))
+        return 0
+    from gateway.status import render
+
+    sys.stdout.write(render(args.url, r.json(), metrics_text))
+    return 0
+
+
+def cmd_dashboards_build(args: argparse.Namespace) -> int:
+    from dashboards.build import GENERATED_DIR, write
+
+    out = Path(args.out) if args.out else GENERATED_DIR
+    for path in write(out):
+        print(path)
+    return 0
+
+
+def cmd_dashboards_push(args: argparse.Namespace) -> int:
+    from dashboards.push import TOKEN_ENV, PushError, push
+
+    if not os.environ.get(TOKEN_ENV) and "@" not in args.grafana:
+        print(f"note: {TOKEN_ENV} is not set; pushing without a token", file=sys.stderr)
+    try:
+        changes = push(args.grafana, dry_run=args.dry_run)
+    except PushError as err:
+        print(f"push to {args.grafana} failed: {err}", file=sys.stderr)
+        return 1
+    prefix = "would " if args.dry_run else ""
+    for change in changes:
+        print(prefix + str(change) if change.action != "unchanged" else str(change))
     return 0
 
 
@@ -211,7 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="health and counters of a running gateway")
     st.add_argument("--url", default="http://127.0.0.1:8080")
     st.add_argument("--token", default=None, help="API token (or KARTECH_TOKEN)")
+    st.add_argument("--json", action="store_true", help="print the raw health JSON and metrics instead of tables")
     st.set_defaults(func=cmd_status)
+
+    from gateway.notify.cli import add_commands as add_alert_commands
+
+    add_alert_commands(sub)
+
+    db = sub.add_parser("dashboards", help="Grafana dashboards: build the JSON and provisioning files, or push them")
+    dbs = db.add_subparsers(dest="dashboards_command", required=True)
+    dbb = dbs.add_parser("build", help="write dashboards JSON and Grafana provisioning files")
+    dbb.add_argument("--out", default=None, help="output directory (default: dashboards/generated)")
+    dbb.set_defaults(func=cmd_dashboards_build)
+    dbp = dbs.add_parser("push", help="create or update folder, datasource and dashboards in a Grafana (GRAFANA_TOKEN)")
+    dbp.add_argument("--grafana", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+    dbp.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    dbp.set_defaults(func=cmd_dashboards_push)
 
     from gateway.registry import discover
 

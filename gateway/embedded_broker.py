@@ -19,8 +19,8 @@ class EmbeddedBroker:
 
     async def start(self, attempts: int = 5) -> int:
         """Start listening; with port 0 a free port is chosen (retried if another process takes it first)."""
-        for logger in ("amqtt", "transitions"):
-            logging.getLogger(logger).setLevel(logging.WARNING)
+        for logger in ("amqtt", "transitions"):  # amqtt warns about its own optional plugins at every start
+            logging.getLogger(logger).setLevel(logging.ERROR)
         last: Exception | None = None
         for _ in range(attempts):
             port = self.port or _free_port(self.host)

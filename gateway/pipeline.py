@@ -28,6 +28,8 @@ from gateway.sinks.base import Sink, SinkRetry
 
 log = logging.getLogger(__name__)
 
+DROP_REPORT_INTERVAL_S = 60.0
+
 
 @dataclass(slots=True)
 class Batch:
@@ -173,6 +175,7 @@ class SinkWorker:
             if not groups:
                 await asyncio.sleep(0.05)
                 continue
+            self.outbox.taken[self.sink.name] = groups[-1][0]
             readings = [r for _, rs in groups for r in rs]
             await self._write_until_done(readings)
             await self.outbox.confirm(self.sink.name, groups[-1][0])
@@ -237,6 +240,8 @@ class Pipeline:
     commit_interval_s: float = 0.02
     _pending: list[Batch] = field(default_factory=list)
     _pending_readings: int = 0
+    _dropped_unreported: int = 0
+    _dropped_reported_at: float | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.2, cap_s=10.0))
     state: str = "ok"
     last_error: str = ""
@@ -268,11 +273,15 @@ class Pipeline:
             self._absorb(self.ingest.take_nowait())
 
     def _absorb(self, batches: list[Batch]) -> None:
+        received: dict[str, int] = {}
         for b in batches:
             if b.readings:
-                self.metrics.inc("readings_received_total", len(b.readings), driver=b.driver)
+                # one live update per driver batch: alert rules see every value a machine sent, not only the last
                 self.live.update(b.readings)
+                received[b.driver] = received.get(b.driver, 0) + len(b.readings)
                 self._pending_readings += len(b.readings)
+        for driver, n in received.items():
+            self.metrics.inc("readings_received_total", n, driver=driver)
         self._pending += batches
 
     async def _commit(self) -> bool:
@@ -290,11 +299,14 @@ class Pipeline:
             log.info("outbox writable again; %d held readings committed", self._pending_readings)
         self.state, self.last_error = "ok", ""
         self.backoff.reset()
+        committed: dict[str, int] = {}
         for b in self._pending:
             if b.ack is not None:
                 b.ack()
             if b.readings:
-                self.metrics.inc("readings_committed_total", len(b.readings), driver=b.driver)
+                committed[b.driver] = committed.get(b.driver, 0) + len(b.readings)
+        for driver, n in committed.items():
+            self.metrics.inc("readings_committed_total", n, driver=driver)
         if seq is not None:
             for w in self.workers:
                 w.committed(seq, readings)
@@ -309,10 +321,16 @@ class Pipeline:
             dropped = 0
             while self.outbox.full() and self.outbox.rows:
                 dropped += await self.outbox.drop_oldest()
-            if dropped:
-                log.error("outbox full (%d bytes): dropped the %d oldest queued readings", self.outbox.max_bytes,
-                          dropped)
-                self.live.publish_event({"type": "gateway", "event": "outbox_dropped", "readings": dropped})
+            self._dropped_unreported += dropped
+            now = time.monotonic()
+            last = self._dropped_reported_at
+            if self._dropped_unreported and (last is None or now - last >= DROP_REPORT_INTERVAL_S):
+                # once when dropping starts, then a summary at most every interval (not one line per commit)
+                log.error("outbox full (%d bytes): dropped the %d oldest queued readings%s", self.outbox.max_bytes,
+                          self._dropped_unreported, "" if last is None else " since the last report")
+                self.live.publish_event({"type": "gateway", "event": "outbox_dropped",
+                                         "readings": self._dropped_unreported})
+                self._dropped_unreported, self._dropped_reported_at = 0, now
             return True
         if self.state != "backpressure":
             log.error("outbox full (%d bytes): not taking or acknowledging new data until sinks catch up",

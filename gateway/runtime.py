@@ -21,11 +21,14 @@ from gateway.errors import ConfigError, SinkConfigError
 from gateway.live import LiveHub
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
+from gateway.outbox import Outbox, OutboxError
 from gateway.pipeline import IngestQueue, Pipeline, SinkWorker
 from gateway.reading import Value
+from gateway.self_metrics import SelfMetricsWriter
 from gateway.sinks.base import Sink, SinkRetry
 from gateway.sinks.history import LocalHistory
 from gateway.sinks.influx import InfluxSink
+from gateway.state.operations import Operations
 from gateway.supervisor import DriverContext, supervise
 
 log = logging.getLogger(__name__)
@@ -45,16 +48,22 @@ def machine_metas(cfg: SiteConfig) -> list[MachineMeta]:
 def describe_metrics(metrics: Metrics) -> None:
     for name, kind, text in (
         ("readings_received_total", "counter", "Readings received from drivers."),
+        ("readings_committed_total", "counter", "Readings committed to the outbox (sources acknowledged)."),
         ("readings_written_total", "counter", "Readings confirmed written by a sink."),
-        ("readings_rejected_total", "counter", "Readings a sink refused as malformed (not retried)."),
+        ("readings_dead_lettered_total", "counter", "Readings a sink refused as malformed, kept in dead_letters."),
+        ("readings_dropped_total", "counter", "Queued readings dropped by the drop_oldest policy."),
+        ("sink_oldest_queued_seconds", "gauge", "Age of the oldest reading a sink has not confirmed."),
+        ("outbox_bytes", "gauge", "Bytes queued in the outbox on disk."),
+        ("outbox_full_total", "counter", "Times the outbox was full and back-pressure started."),
+        ("outbox_errors_total", "counter", "Failed outbox commits (disk full, not writable); retried."),
         ("bad_input_total", "counter", "Messages or values skipped as bad input, by reason."),
         ("driver_connected", "gauge", "1 while the driver is connected."),
         ("driver_reconnects_total", "counter", "Recoveries after a lost connection."),
         ("sink_queue_readings", "gauge", "Readings waiting for a sink."),
         ("ingest_queue_readings", "gauge", "Readings waiting between drivers and sinks."),
-        ("sink_write_errors_total", "counter", "Failed write attempts (retried)."),
-        ("sink_write_seconds_sum", "counter", "Total time spent in successful writes."),
-        ("sink_write_seconds_count", "counter", "Successful writes."),
+        ("sink_retries_total", "counter", "Batches a sink failed to take and that are retried."),
+        ("sink_batch_seconds_sum", "counter", "Time spent writing batches that succeeded."),
+        ("sink_batch_seconds_count", "counter", "Batches written."),
     ):
         metrics.describe(name, kind, text)
 
@@ -69,13 +78,15 @@ class Runtime:
         self.data_dir = Path(data_dir or cfg.storage.data_dir)
         self.metrics = Metrics()
         describe_metrics(self.metrics)
-        self.live = LiveHub(machine_metas(cfg))
+        self.live = LiveHub(machine_metas(cfg), state=cfg.state)
+        self.ops: Operations | None = None  # alerts, maintenance, OEE, events: built in run() (needs broker ports)
         self.tokens: dict[str, tuple[str, Role]] = {t.token: (t.name, t.role) for t in cfg.api.tokens}
         self.tokens.update(tokens or {})
         self.serve_api = serve_api
         self.sinks: list[Sink] = []
         self.history: LocalHistory | InfluxSink | None = None
         self.pipeline: Pipeline | None = None
+        self.outbox: Outbox | None = None
         self.contexts: list[DriverContext] = []
         self.brokers: dict[str, EmbeddedBroker] = {}
         self.api_port: int | None = None
@@ -127,10 +138,12 @@ class Runtime:
         return out
 
     def health(self) -> dict[str, Any]:
-        sinks = self.pipeline.health()["sinks"] if self.pipeline else {}
+        pipe = self.pipeline.health() if self.pipeline else {"sinks": {}, "outbox": {}}
+        sinks = pipe["sinks"]
         drivers = {c.name: {"connected": c.is_connected, "last_error": c.last_error} for c in self.contexts}
-        degraded = any(s["state"] == "failing" for s in sinks.values()) or any(
-            not d["connected"] for d in drivers.values())
+        degraded = (any(s["state"] == "failing" for s in sinks.values())
+                    or any(not d["connected"] for d in drivers.values())
+                    or pipe["outbox"].get("state", "ok") != "ok")
         return {
             "status": "degraded" if degraded else "ok",
             "version": __version__,
@@ -138,6 +151,8 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 1),
             "drivers": drivers,
             "sinks": sinks,
+            "outbox": pipe["outbox"],
+            "ingest_queued": pipe.get("ingest_queued", 0),
             "machines": len(self.cfg.machines),
         }
 
@@ -155,22 +170,36 @@ class Runtime:
             storage = self.cfg.storage
             ingest = IngestQueue(storage.queue_size)
             self.metrics.gauge_fn("ingest_queue_readings", lambda: float(len(ingest)))
+            ob = storage.outbox
+            self.outbox = Outbox(self.data_dir / "outbox.sqlite", [s.name for s in self.sinks], max_bytes=ob.max_bytes,
+                                 policy=ob.when_full, durability=ob.durability)
+            try:
+                await self.outbox.open()
+            except OutboxError as err:
+                log.error("%s; the gateway runs degraded and keeps trying", err)
+            self.metrics.gauge_fn("outbox_bytes", lambda: float(self.outbox.bytes if self.outbox else 0))
             influx = storage.influxdb
             workers = [
                 SinkWorker(
-                    s, self.metrics,
+                    s, self.outbox, self.metrics,
                     batch_size=influx.batch_size if isinstance(s, InfluxSink) and influx else 5000,
                     flush_interval_s=influx.flush_interval_s if isinstance(s, InfluxSink) and influx else 0.5,
-                    capacity=storage.queue_size,
+                    memory_readings=storage.queue_size,
                 )
                 for s in self.sinks
             ]
-            self.pipeline = Pipeline(ingest, self.live, self.metrics, workers)
+            self.pipeline = Pipeline(ingest, self.live, self.metrics, self.outbox, workers,
+                                     commit_interval_s=ob.commit_interval_s)
             ingest.bind_loop(asyncio.get_running_loop())
             tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
             tasks += [asyncio.create_task(w.run(), name=f"sink:{w.sink.name}") for w in workers]
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+            self.ops = Operations(self.cfg, self.live, self.data_dir, metas=machine_metas(self.cfg))
+            tasks.append(asyncio.create_task(self.ops.run(), name="operations"))
             critical = list(tasks)  # these never end by themselves; if one fails, the gateway stops loudly
+            if storage.influxdb is not None:  # the gateway's own health, for the Grafana "Gateway health" dashboard
+                writer = SelfMetricsWriter(self.metrics, storage.influxdb, site=self.cfg.site.id)
+                tasks.append(asyncio.create_task(writer.run(), name="self-metrics"))
             for driver in self._drivers():
                 ctx = DriverContext(driver, ingest, self.live, self.metrics)
                 self.contexts.append(ctx)
@@ -180,7 +209,7 @@ class Runtime:
                 app = create_app(ApiContext(
                     site_id=self.cfg.site.id, site_name=self.cfg.site.name, live=self.live, metrics=self.metrics,
                     tokens=self.tokens, history=self._history if self.history else None, health=self.health,
-                    version=__version__,
+                    version=__version__, extra={"ops": self.ops},
                 ))
                 server = asyncio.create_task(serve(app, self.cfg.api.host, self.cfg.api.port, api_ready), name="api")
                 tasks.append(server)
@@ -198,6 +227,12 @@ class Runtime:
             for sink in self.sinks:
                 with contextlib.suppress(Exception):
                     await sink.close()
+            if self.outbox is not None:
+                with contextlib.suppress(Exception):
+                    await self.outbox.close()
+            if self.ops is not None:
+                with contextlib.suppress(Exception):
+                    await self.ops.close()
             for broker in self.brokers.values():
                 with contextlib.suppress(Exception):
                     await broker.stop()

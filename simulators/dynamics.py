@@ -600,6 +600,16 @@ class Printer(Model):
         self._jobs = 0
         self.nozzle = self.bed = self.ambient_c
         self._until = 0.0
+        self.runaway_at: float | None = None
+
+    # a stuck-on heater: the nozzle climbs past its target until the firmware's protection trips
+    runaway_c_per_s: ClassVar[float] = 8.0
+    runaway_trip_c: ClassVar[float] = 40.0
+
+    def inject_thermal_runaway(self, at_t_s: float) -> None:
+        """Fault: from `at_t_s` on (once the printer heats or prints) the nozzle heater is stuck fully on; at
+        target + `runaway_trip_c` the firmware cuts the heaters, aborts the job and reports an error."""
+        self.runaway_at = at_t_s
 
     def signals(self) -> dict[str, Signal]:
         return {
@@ -653,6 +663,12 @@ class Printer(Model):
 
     def _advance(self, t_s: float, dt_s: float) -> None:
         noz_t, bed_t = self._targets()
+        if self.runaway_at is not None and t_s >= self.runaway_at and noz_t:
+            self.nozzle += self.runaway_c_per_s * dt_s
+            if self.nozzle >= noz_t + self.runaway_trip_c:
+                self.runaway_at = None
+                self.stage, self._until = "error", t_s + self.rng.uniform(120.0, 300.0)
+            return
         if noz_t:
             self.nozzle += _clamp((noz_t - self.nozzle) / 8.0, -4.0, 4.0) * dt_s
             self.bed += _clamp((bed_t - self.bed) / 40.0, -0.6, 0.6) * dt_s

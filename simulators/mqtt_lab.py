@@ -18,6 +18,7 @@ import time
 import typing
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -31,6 +32,8 @@ from simulators.dynamics import Chamber, EnvSensor, Furnace, Model, PowerMeter, 
 log = logging.getLogger(__name__)
 
 GarbageKind = Literal["malformed_json", "text_in_number", "nan", "oversized", "invalid_utf8"]
+FaultKind = Literal["thermal_runaway"]
+FAULT_KINDS: dict[str, str] = {"thermal_runaway": "printer"}
 GARBAGE_KINDS: tuple[GarbageKind, ...] = typing.get_args(GarbageKind)
 OVERSIZED_BYTES = 512 * 1024
 Message = tuple[str, bytes]
@@ -339,6 +342,16 @@ class MqttLab:
             raise ValueError(f"unknown garbage kind {kind!r}; use one of {', '.join(GARBAGE_KINDS)}")
         self._garbage[machine_id].append(kind)
 
+    def inject_fault(self, machine_id: str, fault: FaultKind, after_s: float = 0.0) -> None:
+        """Start a fault of the machine's model `after_s` seconds from now (see FAULT_KINDS)."""
+        self._known(machine_id)
+        model = self.models[machine_id]
+        if fault == "thermal_runaway" and isinstance(model, Printer):
+            model.inject_thermal_runaway(self._clock() + after_s)
+            return
+        raise ValueError(f"machine {machine_id!r} ({model.kind}) cannot simulate {fault!r}; "
+                         f"faults: {', '.join(f'{k} ({v})' for k, v in FAULT_KINDS.items())}")
+
     def _known(self, machine_id: str) -> None:
         if machine_id not in self.machines:
             raise KeyError(f"no simulated machine {machine_id!r}; known: {', '.join(self.machines)}")
@@ -429,3 +442,24 @@ def describe(lab: MqttLab) -> list[str]:
         + ", ".join(render_topic(tm.topic, site_id=lab.site_id, machine_id=m.id) for tm in m.topics)
         for m in lab.machines.values()
     ]
+
+
+def planned_faults(config_path: str | Path) -> list[dict[str, Any]]:
+    """The `x-simulator-faults:` list of a site file (ignored by the gateway, like every top-level x- key):
+    `- {machine: x1c-02, fault: thermal_runaway, after_s: 20}` starts that fault 20 s after the lab starts."""
+    import yaml
+
+    data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+    faults = data.get("x-simulator-faults") or []
+    return [f for f in faults if isinstance(f, dict)]
+
+
+def apply_faults(labs: Sequence[MqttLab], faults: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Schedule planned faults on whichever lab simulates each machine; one line per fault for the log."""
+    out: list[str] = []
+    for f in faults:
+        for lab in labs:
+            if f.get("machine") in lab.machines:
+                lab.inject_fault(str(f["machine"]), f.get("fault", "thermal_runaway"), float(f.get("after_s", 0)))
+                out.append(f"fault {f.get('fault')} on {f['machine']} in {float(f.get('after_s', 0)):g} s")
+    return out

@@ -78,6 +78,9 @@ class Router:
                     self.patterns.append(route)
                 else:
                     self.exact.setdefault(concrete, []).append(route)
+        self._exact_found: dict[str, list[tuple[Route, str | None]]] = {
+            t: [(r, None) for r in rs] for t, rs in self.exact.items()
+        }
 
     def filters(self) -> list[str]:
         """Subscription filters that cover every route (used when the broker config names none)."""
@@ -87,7 +90,9 @@ class Router:
         return list(out)
 
     def routes(self, topic: str) -> list[tuple[Route, str | None]]:
-        found: list[tuple[Route, str | None]] = [(r, None) for r in self.exact.get(topic, ())]
+        if not self.patterns:
+            return self._exact_found.get(topic, [])  # the common case: exact topics only (lists are not modified)
+        found: list[tuple[Route, str | None]] = list(self._exact_found.get(topic, ()))
         for r in self.patterns:
             assert r.pattern is not None
             m = r.pattern.match(topic)

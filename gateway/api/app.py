@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.auth import bearer_token, context_of, current_principal, find_principal
 from gateway.api.context import ApiContext
+from gateway.api.ops import router as ops_router
 from gateway.errors import KartechError
 from gateway.live import iso
 from gateway.reading import Value, now_ns
@@ -257,6 +258,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(public)
     app.include_router(protected)
+    app.include_router(ops_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway.config.ops import cross_checks as ops_checks
 from gateway.config.site import SiteConfig, site_model
 from gateway.driver import DriverSpec
 from gateway.errors import ConfigError
@@ -217,8 +218,8 @@ def _strip_tags(loc: Loc, data: Any) -> Loc:
         if isinstance(node, dict) and part in node:
             out.append(part)
             node = node[part]
-        elif isinstance(node, dict) and part == node.get("driver"):
-            continue  # the tag of the machines union (e.g. "mqtt" in machines.3.mqtt.broker)
+        elif isinstance(node, dict) and part in (node.get("driver"), node.get("type")):
+            continue  # a union tag (e.g. "mqtt" in machines.3.mqtt.broker, "threshold" in an alert rule)
         elif isinstance(node, dict) or node is None:
             # a missing key (reported as missing) or an unknown one: keep it as the last part
             out.append(part)
@@ -382,6 +383,7 @@ def _cross_checks(cfg: SiteConfig, specs: Mapping[str, DriverSpec]) -> list[tupl
     for spec in specs.values():
         if spec.check is not None:
             out.extend(spec.check(cfg))
+    out.extend(ops_checks(cfg))
     return out
 
 

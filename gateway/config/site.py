@@ -9,6 +9,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, create_model
 
 from gateway.config.models import ApiSection, MachineBase, MqttSection, SiteSection, Storage, Strict
+from gateway.config.ops import AlertsSection, MaintenanceSection, NotificationsSection, ShiftsSection, StateSection
 from gateway.driver import DriverSpec
 
 
@@ -20,6 +21,14 @@ class SiteConfig(Strict):
     mqtt: MqttSection = Field(default_factory=MqttSection, description="MQTT brokers.")
     api: ApiSection = Field(default_factory=ApiSection, description="HTTP API and web page.")
     machines: list[MachineBase] = Field(description="Every machine this gateway reads.")
+    state: StateSection = Field(default_factory=StateSection, description="How machine states are derived.")
+    alerts: AlertsSection = Field(default_factory=AlertsSection, description="Alert rules (ISA-18.2 lifecycle).")
+    notifications: NotificationsSection = Field(default_factory=NotificationsSection,
+                                                description="Where alerts are sent.")
+    maintenance: MaintenanceSection = Field(default_factory=MaintenanceSection,
+                                            description="Maintenance plans, due by real usage.")
+    shifts: ShiftsSection = Field(default_factory=ShiftsSection, description="Shifts and planned downtime, "
+                                  "for OEE.")
 
     def machine(self, machine_id: str) -> MachineBase:
         for m in self.machines:

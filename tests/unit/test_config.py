@@ -16,7 +16,8 @@ from gateway.registry import discover
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = discover()
 ENV = {"INFLUX_TOKEN": "t" * 20, "MQTT_PASSWORD": "p", "KARTECH_SCREEN_TOKEN": "s" * 20,
-       "KARTECH_TECH_TOKEN": "k" * 20, "KARTECH_ADMIN_TOKEN": "a" * 20}
+       "KARTECH_TECH_TOKEN": "k" * 20, "KARTECH_ADMIN_TOKEN": "a" * 20,
+       "TELEGRAM_BOT_TOKEN": "1:x", "SMTP_PASSWORD": "p", "WEBHOOK_TOKEN": "w"}
 
 BASE = """\
 site:

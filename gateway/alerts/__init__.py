@@ -1,0 +1,1 @@
+"""Alert rules, their evaluation and the ISA-18.2 alert lifecycle."""

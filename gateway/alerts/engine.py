@@ -1,0 +1,88 @@
+"""Evaluates alert rules on every machine update and every second, and drives the alert book.
+
+One `Memory` per rule and machine holds the debounce timers, the hysteresis state and (for rate rules) recent
+samples. After a restart, rules whose alert is still open and active start active, so a condition that still
+holds neither raises a second alert nor notifies again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.alerts.book import AlertBook
+from gateway.alerts.rules import CompiledRule, MachineView, Memory, Outcome, debounce
+from gateway.alerts.templates import render
+from gateway.live import MachineLive
+from gateway.machines import MachineMeta
+from gateway.reading import Reading
+from gateway.state.events import Event
+from gateway.state.model import MAINTENANCE
+
+log = logging.getLogger(__name__)
+
+
+class AlertEngine:
+    def __init__(self, rules: Sequence[CompiledRule], book: AlertBook, machines: Sequence[MachineMeta]) -> None:
+        self.book = book
+        self.rules: dict[str, list[CompiledRule]] = {m.id: [r for r in rules if r.applies(m)] for m in machines}
+        self.memory: dict[tuple[str, str], Memory] = {
+            (r.id, m): Memory() for m, rs in self.rules.items() for r in rs
+        }
+        for rule_id, machine in book.active_keys():
+            mem = self.memory.get((rule_id, machine))
+            if mem is not None:
+                mem.active = True
+        self._maintenance: dict[str, bool] = {}
+
+    @staticmethod
+    def view(m: MachineLive) -> MachineView:
+        # rules see the machine's own state; maintenance mode suppresses their alerts instead of hiding them
+        return MachineView(m.meta, m.signals, m.underlying, m.state_since_ns, m.last_seen_ns)
+
+    def evaluate(self, m: MachineLive, now_ns: int, readings: Sequence[Reading] = ()) -> list[dict[str, Any]]:
+        """Evaluate every rule of one machine; the alerts raised or cleared."""
+        self._suppression(m, now_ns)
+        view = self.view(m)
+        changed: list[dict[str, Any]] = []
+        for rule in self.rules.get(m.meta.id, ()):
+            mem = self.memory[(rule.id, m.meta.id)]
+            if readings:
+                rule.feed(mem, readings)
+            outcome = rule.evaluate(view, mem, now_ns)
+            decision = debounce(rule.cfg, mem, outcome.holds, now_ns)
+            if decision == "raise":
+                changed.append(self._raise(rule, view, outcome, now_ns))
+            elif decision == "clear":
+                cleared = self.book.clear(rule=rule.id, machine=m.meta.id, now_ns=now_ns)
+                if cleared is not None:
+                    changed.append(cleared)
+        return changed
+
+    def _raise(self, rule: CompiledRule, view: MachineView, outcome: Outcome, now_ns: int) -> dict[str, Any]:
+        c = rule.cfg
+        en, ru = render(c, view, outcome, now_ns)
+        log.warning("alert %s on %s: %s", rule.id, view.meta.id, en,
+                    extra={"machine": view.meta.id, "rule": rule.id, "severity": c.severity})
+        return self.book.raise_(rule=rule.id, machine=view.meta.id, lab=view.meta.lab, severity=c.severity,
+                                message=(en, ru), value=outcome.value, now_ns=now_ns,
+                                suppressed=self._maintenance.get(view.meta.id, False))
+
+    def _suppression(self, m: MachineLive, now_ns: int) -> None:
+        in_maintenance = m.state == MAINTENANCE
+        if self._maintenance.get(m.meta.id, False) != in_maintenance:
+            self._maintenance[m.meta.id] = in_maintenance
+            self.book.set_suppressed(m.meta.id, in_maintenance, now_ns)
+
+    # --- LiveListener -------------------------------------------------------------------------------------
+    def machine_updated(self, machine: MachineLive, readings: Sequence[Reading], now_ns: int) -> None:
+        self.evaluate(machine, now_ns, readings)
+
+    def ticked(self, machines: Sequence[MachineLive], now_ns: int) -> None:
+        for m in machines:
+            self.evaluate(m, now_ns)
+        self.book.tick(now_ns)
+
+    def event(self, event: Event) -> None:
+        return None

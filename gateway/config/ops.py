@@ -1,0 +1,467 @@
+"""Site-file sections for operations: machine state, alert rules, notifications, maintenance plans, shifts.
+
+Every field carries its description, so the JSON Schema, docs/operations.md and the error text share one source.
+`cross_checks(cfg)` reports references a single model cannot see (unknown machines, kinds, labs, brokers).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config.models import SLUG, Strict
+
+if TYPE_CHECKING:
+    from gateway.config.site import SiteConfig
+
+MachineStateName = Literal["offline", "idle", "running", "paused", "error", "maintenance"]
+Severity = Literal["critical", "high", "medium", "low"]
+SEVERITY_RANK: dict[str, int] = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TEMPLATE_FIELDS = ("machine", "machine_name", "kind", "lab", "rule", "severity", "signal", "value", "unit",
+                   "limit", "state", "duration", "count")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
+Loc = tuple[str | int, ...]
+
+
+# --- state ----------------------------------------------------------------------------------------------------
+class StateMapping(Strict):
+    """How one machine kind (or one machine) shows its state, jobs and counters. Unset keys keep the defaults
+    of the kind (see docs/operations.md); `null` switches a default signal off."""
+
+    state_signal: str | None = Field(
+        default=None, description="Signal reporting the machine's own state (printer state, OPC UA execution "
+        "state); its values are mapped by state_map and the built-in synonyms. Default: state.")
+    state_map: dict[str, MachineStateName] = Field(
+        default_factory=dict, description="Reported value -> machine state, e.g. {Printing: running, "
+        "FeedHold: paused, '3': running}; case, spaces and dashes are ignored.")
+    heater_signal: str | None = Field(
+        default=None, description="Heater output in % (furnaces): above heater_busy_pct means running. "
+        "Default: heater_pct.")
+    setpoint_signal: str | None = Field(
+        default=None, description="Setpoint signal: a setpoint above 0 means a programme is running. "
+        "Default: setpoint.")
+    heater_busy_pct: float | None = Field(default=None, ge=0, le=100,
+                                          description="Heater output above this % means running. Default 1.")
+    power_signal: str | None = Field(
+        default=None, description="Power draw in W: above power_busy_w for busy_after_s means running, "
+        "below for idle_after_s means idle. Default: power_w.")
+    power_busy_w: float | None = Field(default=None, ge=0, description="Idle threshold of power draw in W. "
+                                       "Default 50.")
+    busy_after_s: float | None = Field(default=None, ge=0, description="Heater or power must show work this "
+                                       "long before the machine counts as running. Default 30 (furnaces 0).")
+    idle_after_s: float | None = Field(default=None, ge=0, description="... and show no work this long "
+                                       "before it counts as idle again. Default 60.")
+    cycle_signal: str | None = Field(
+        default=None, description="Machine counter of parts or cycles (increasing; a reset is handled). "
+        "Default: part_count, or cycle_count when the machine has that.")
+    good_signal: str | None = Field(default=None, description="Counter of good parts, for OEE quality. "
+                                    "Default: good_count.")
+    reject_signal: str | None = Field(default=None, description="Counter of rejected parts, for OEE quality "
+                                      "(good = parts - rejects). Default: reject_count.")
+    ideal_cycle_s: float | None = Field(default=None, gt=0, description="Ideal time of one part or cycle, "
+                                        "for OEE performance. Unset: performance is not computed.")
+    material_signal: str | None = Field(
+        default=None, description="Material used by the current job (restarts at each job), e.g. filament in "
+        "mm. Default: filament_used_mm.")
+    material_unit: Literal["mm", "m"] | None = Field(default=None, description="Unit of material_signal. "
+                                                     "Default mm.")
+    running_hours_signal: str | None = Field(
+        default=None, description="Machine-reported operating hours counter (e.g. OPC UA Machinery "
+        "operation counters); used instead of the gateway's own count of running time when present. "
+        "Default: none.")
+    job_file_signal: str | None = Field(default=None, description="Name of the current job. Default: job_file.")
+    job_id_signal: str | None = Field(default=None, description="Id of the current job; a new id is a new "
+                                      "job. Default: job_id.")
+    job_event_signal: str | None = Field(default=None, description="Job start/end events (start, end, cancel, "
+                                         "fail) as reported by serial printers. Default: job_event.")
+
+    @field_validator("state_map")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not str(key).strip():
+                raise ValueError("has an empty reported value; write the value the machine sends")
+        return v
+
+
+class StateTopics(Strict):
+    """Retained MQTT topics with each machine's current state, for other systems (SCADA, dashboards)."""
+
+    broker: str = Field(description="Id of the broker (under mqtt.brokers) to publish to.")
+    topic: str = Field(default="kartech/{site}/{machine}/state",
+                       description="Topic template; {site} and {machine} are filled in.")
+    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS of state messages.")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if "#" in v or "+" in v:
+            raise ValueError("must not contain MQTT wildcards; use {site} and {machine}")
+        return v
+
+
+class StateSection(Strict):
+    stale_min_s: float = Field(default=10.0, gt=0, description="A machine is offline when it sent nothing for "
+                               "max(3 x expected_interval_s, this many seconds).")
+    kinds: dict[str, StateMapping] = Field(default_factory=dict,
+                                           description="Per machine kind: how its state and counters are read.")
+    machines: dict[str, StateMapping] = Field(default_factory=dict,
+                                              description="Per machine id: overrides of its kind's mapping.")
+    mqtt: StateTopics | None = Field(default=None, description="Publish retained state topics to a broker.")
+
+
+# --- alerts ---------------------------------------------------------------------------------------------------
+class Message(Strict):
+    """Message template in both languages; placeholders: {machine}, {machine_name}, {kind}, {lab}, {rule},
+    {severity}, {signal}, {value}, {unit}, {limit}, {state}, {duration}, {count}."""
+
+    en: str = Field(min_length=1, description="English text.")
+    ru: str = Field(min_length=1, description="Russian text.")
+
+    @field_validator("en", "ru")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as err:
+            raise ValueError(f"is not a valid template ({err}); write placeholders as {{value}}, "
+                             "and a literal brace as {{ or }}") from None
+        for name in names:
+            if name not in TEMPLATE_FIELDS:
+                raise ValueError(f"has unknown placeholder {{{name}}}; use " +
+                                 ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS))
+        return v
+
+
+class Check(Strict):
+    """A condition on one signal's latest good value."""
+
+    signal: str = Field(description="Signal name.")
+    above: float | None = Field(default=None, description="True when the value is above this.")
+    below: float | None = Field(default=None, description="True when the value is below this.")
+    equals: bool | float | str | None = Field(default=None, description="True when the value equals this.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Check:
+        given = [k for k in ("above", "below", "equals") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("needs one of above, below or equals")
+        if "equals" in given and len(given) > 1:
+            raise ValueError("use either equals or above/below, not both")
+        return self
+
+
+class _Rule(Strict):
+    id: str = Field(pattern=SLUG, description="Rule id, unique in the file (alerts are grouped by rule and "
+                    "machine).")
+    severity: Severity = Field(description="critical | high | medium | low; notifications are routed by it.")
+    message: Message = Field(description="What the technician reads, in English and Russian.")
+    machines: list[str] = Field(default_factory=list, description="Machine ids the rule applies to.")
+    kinds: list[str] = Field(default_factory=list, description="Machine kinds the rule applies to.")
+    labs: list[str] = Field(default_factory=list, description="Labs the rule applies to. With no machines, "
+                            "kinds or labs the rule applies to every machine.")
+    states: list[MachineStateName] = Field(default_factory=list, description="Evaluate only while the machine "
+                                           "is in one of these states (e.g. running); a state rule raises while "
+                                           "the machine is in one of them.")
+    when: list[Check] = Field(default_factory=list, description="Extra conditions that must all hold too.")
+    on_delay_s: float = Field(default=0.0, ge=0, description="The condition must hold this long before the "
+                              "alert is raised.")
+    off_delay_s: float = Field(default=0.0, ge=0, description="... and be gone this long before it clears.")
+
+
+class ThresholdRule(_Rule):
+    """A signal above or below a limit, with hysteresis; `relative_to` compares against another signal."""
+
+    type: Literal["threshold"] = Field(description="threshold")
+    signal: str = Field(description="Signal to watch.")
+    above: float | None = Field(default=None, description="Raise when the value (minus relative_to) is above "
+                                "this.")
+    below: float | None = Field(default=None, description="Raise when the value (minus relative_to) is below "
+                                "this.")
+    relative_to: str | None = Field(default=None, description="Compare signal - relative_to, e.g. temperature "
+                                    "against setpoint for an overshoot.")
+    hysteresis: float = Field(default=0.0, ge=0, description="Clear only once the value is this far back inside "
+                              "the limit (a deadband against chattering).")
+
+    @model_validator(mode="after")
+    def _limit(self) -> ThresholdRule:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("needs exactly one of above or below")
+        return self
+
+
+class RateRule(_Rule):
+    """A signal changing faster than a rate, measured over a window."""
+
+    type: Literal["rate"] = Field(description="rate")
+    signal: str = Field(description="Signal to watch.")
+    rise_per_min: float | None = Field(default=None, gt=0, description="Raise when it rises faster than this "
+                                       "per minute.")
+    fall_per_min: float | None = Field(default=None, gt=0, description="Raise when it falls faster than this "
+                                       "per minute.")
+    window_s: float = Field(default=60.0, gt=0, description="Rate measured over this many seconds.")
+
+    @model_validator(mode="after")
+    def _rate(self) -> RateRule:
+        if self.rise_per_min is None and self.fall_per_min is None:
+            raise ValueError("needs rise_per_min or fall_per_min")
+        return self
+
+
+class StateRule(_Rule):
+    """The machine in one of `states`, e.g. error for more than 5 minutes (states: [error], on_delay_s: 300)."""
+
+    type: Literal["state"] = Field(description="state")
+
+    @model_validator(mode="after")
+    def _states(self) -> StateRule:
+        if not self.states:
+            raise ValueError("needs states: the states that raise it, e.g. states: [error]")
+        return self
+
+
+class ConditionRule(_Rule):
+    """Every check of `when` holds at once, e.g. door open while heating."""
+
+    type: Literal["condition"] = Field(description="condition")
+
+    @model_validator(mode="after")
+    def _checks(self) -> ConditionRule:
+        if not self.when:
+            raise ValueError("needs at least one check under when:")
+        return self
+
+
+class OfflineRule(_Rule):
+    """The machine sent no data (it was seen before); use on_delay_s for how long."""
+
+    type: Literal["offline"] = Field(description="offline")
+
+
+AlertRule = Annotated[ThresholdRule | RateRule | StateRule | ConditionRule | OfflineRule,
+                      Field(discriminator="type")]
+
+
+class AlertsSection(Strict):
+    defaults: bool = Field(default=True, description="Use the built-in rules per kind (printer error and "
+                           "thermal runaway, furnace overshoot and door open while heating, machine error, "
+                           "offline). Rules below with the same id replace them.")
+    disable: list[str] = Field(default_factory=list, description="Ids of built-in rules to switch off.")
+    notify_window_s: float = Field(default=300.0, ge=0, description="At most one notification per rule and "
+                                   "machine in this many seconds; repeats in between only raise the count.")
+    rules: list[AlertRule] = Field(default_factory=list, description="Alert rules of this site.")
+
+
+# --- notifications --------------------------------------------------------------------------------------------
+class _Channel(Strict):
+    id: str = Field(pattern=SLUG, description="Channel id, shown in logs and `kartech alerts test-notify`.")
+    min_severity: Severity = Field(default="high", description="Notify alerts of this severity and worse.")
+    labs: list[str] = Field(default_factory=list, description="Only alerts of machines in these labs "
+                            "(default: every lab).")
+    on_clear: bool = Field(default=False, description="Also notify when an alert clears.")
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Timeout of one delivery attempt.")
+
+
+class WebhookChannel(_Channel):
+    type: Literal["webhook"] = Field(description="webhook: POST the alert as JSON.")
+    url: str = Field(description="http(s) URL to POST to.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers, e.g. "
+                                    "Authorization: Bearer ${WEBHOOK_TOKEN}.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("is not an http(s) URL; use e.g. https://hooks.example.kz/kartech")
+        return v
+
+
+class EmailChannel(_Channel):
+    type: Literal["email"] = Field(description="email: send through an SMTP server.")
+    host: str = Field(description="SMTP server host.")
+    port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 starttls, 465 tls, 25 none).")
+    security: Literal["starttls", "tls", "none"] = Field(default="starttls", description="Connection security.")
+    username: str | None = Field(default=None, description="SMTP user, if the server needs a login.")
+    password: str | None = Field(default=None, description="SMTP password: write it as ${ENV_VAR}.")
+    sender: str = Field(description="From address, e.g. kartech-gateway@lab.kz.")
+    to: list[str] = Field(min_length=1, description="Recipients.")
+
+
+class TelegramChannel(_Channel):
+    type: Literal["telegram"] = Field(description="telegram: a message from a bot to a chat.")
+    token: str = Field(description="Bot token from @BotFather: write it as ${ENV_VAR}.")
+    chat_id: str = Field(description="Chat or channel id (e.g. -1001234567890).")
+    api_url: str = Field(default="https://api.telegram.org", description="Bot API base URL.")
+
+
+class MqttChannel(_Channel):
+    type: Literal["mqtt"] = Field(description="mqtt: publish the alert as JSON.")
+    broker: str = Field(description="Id of the broker (under mqtt.brokers).")
+    topic: str = Field(default="kartech/{site}/alerts/{machine}",
+                       description="Topic template; {site}, {machine} and {severity} are filled in.")
+    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS.")
+
+
+Channel = Annotated[WebhookChannel | EmailChannel | TelegramChannel | MqttChannel, Field(discriminator="type")]
+
+
+class RetryPolicy(Strict):
+    initial_s: float = Field(default=2.0, gt=0, description="First retry after this many seconds ...")
+    max_s: float = Field(default=300.0, gt=0, description="... doubling up to this.")
+    max_attempts: int = Field(default=30, ge=1, description="Give up (and log) after this many attempts.")
+
+
+class NotificationsSection(Strict):
+    channels: list[Channel] = Field(default_factory=list, description="Where alerts are sent.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry with backoff per delivery.")
+
+
+# --- maintenance ----------------------------------------------------------------------------------------------
+class Usage(Strict):
+    running_h: float | None = Field(default=None, gt=0, description="Hours in the running state (print, "
+                                    "spindle or firing hours).")
+    cycles: float | None = Field(default=None, gt=0, description="Parts, cycles or jobs.")
+    material_m: float | None = Field(default=None, gt=0, description="Material used in metres (filament).")
+    days: float | None = Field(default=None, gt=0, description="Calendar days.")
+
+    def items(self) -> list[tuple[str, float]]:
+        return [(k, v) for k in ("running_h", "cycles", "material_m", "days") if (v := getattr(self, k))]
+
+
+class MaintenancePlan(Strict):
+    id: str = Field(pattern=SLUG, description="Task id, used in the API path .../{machine}/{task}/done.")
+    name: str = Field(description="What to do, shown to technicians.")
+    machines: list[str] = Field(default_factory=list, description="Machine ids the task applies to.")
+    kinds: list[str] = Field(default_factory=list, description="Machine kinds the task applies to.")
+    every: Usage = Field(description="Due after this much use, whichever limit comes first.")
+    warn_at_pct: float | None = Field(default=None, gt=0, le=100, description="Due soon from this percentage "
+                                      "of the limit (default: maintenance.warn_at_pct).")
+    already_used: Usage | None = Field(default=None, description="Use before the gateway started counting "
+                                       "(until the task is first marked done), e.g. print hours since the "
+                                       "last nozzle change.")
+
+    @model_validator(mode="after")
+    def _limits(self) -> MaintenancePlan:
+        if not self.every.items():
+            raise ValueError("every: needs at least one of running_h, cycles, material_m, days")
+        if not self.machines and not self.kinds:
+            raise ValueError("needs machines or kinds it applies to")
+        return self
+
+
+class MaintenanceSection(Strict):
+    warn_at_pct: float = Field(default=90.0, gt=0, le=100, description="A task is due soon from this "
+                               "percentage of its limit.")
+    plans: list[MaintenancePlan] = Field(default_factory=list, description="Maintenance tasks.")
+
+
+# --- shifts ---------------------------------------------------------------------------------------------------
+def _hhmm(v: str) -> str:
+    if not _HHMM.match(v):
+        raise ValueError("is not a time of day; write HH:MM, e.g. 08:00 (24:00 for midnight at the end)")
+    return v
+
+
+class Shift(Strict):
+    id: str = Field(pattern=SLUG, description="Shift id (e.g. day, night).")
+    start: str = Field(description="Start, HH:MM in the site's time zone.")
+    end: str = Field(description="End, HH:MM; an end at or before the start means the next day.")
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), description="Weekdays the shift "
+                                "starts on (mon..sun).")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        return _hhmm(v)
+
+
+class PlannedDowntime(Strict):
+    name: str = Field(description="What it is (lunch, cleaning, planned maintenance).")
+    start: str = Field(description="Start, HH:MM in the site's time zone.")
+    end: str = Field(description="End, HH:MM.")
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), description="Weekdays it happens on.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        return _hhmm(v)
+
+
+def _all_day() -> list[Shift]:
+    return [Shift(id="day", start="00:00", end="24:00")]
+
+
+class ShiftsSection(Strict):
+    calendar: list[Shift] = Field(default_factory=_all_day, description="Planned production time: the shifts. "
+                                  "Default: one shift around the clock.")
+    planned_downtime: list[PlannedDowntime] = Field(default_factory=list, description="Breaks inside shifts "
+                                                    "that are not planned production time.")
+
+
+# --- cross references -----------------------------------------------------------------------------------------
+def _unknown(loc: Loc, value: str, what: str, known: Sequence[str]) -> tuple[Loc, object, str]:
+    import difflib
+
+    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
+    hint = f'did you mean "{close[0]}"? ' if close else ""
+    return loc, value, f'"{value}" is not a known {what}; {hint}(known: {", ".join(sorted(known)) or "none"})'
+
+
+def cross_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
+    """References between sections: machines, kinds, labs and brokers named by rules, plans and channels."""
+    ids = [m.id for m in cfg.machines]
+    kinds = sorted({m.kind for m in cfg.machines})
+    labs = sorted({m.lab for m in cfg.machines if m.lab})
+    brokers = [b.id for b in cfg.mqtt.brokers]
+    out: list[tuple[Loc, object, str]] = []
+    for mid in cfg.state.machines:
+        if mid not in ids:
+            out.append(_unknown(("state", "machines", mid), mid, "machine", ids))
+    if cfg.state.mqtt is not None and cfg.state.mqtt.broker not in brokers:
+        out.append(_unknown(("state", "mqtt", "broker"), cfg.state.mqtt.broker, "broker", brokers))
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(cfg.alerts.rules):
+        if rule.id in seen:
+            out.append((("alerts", "rules", i, "id"), rule.id,
+                        f'"{rule.id}" is already used by rules[{seen[rule.id]}]; rule ids must be unique'))
+        seen.setdefault(rule.id, i)
+        for key, values, known, what in (("machines", rule.machines, ids, "machine"),
+                                         ("kinds", rule.kinds, kinds, "machine kind"),
+                                         ("labs", rule.labs, labs, "lab")):
+            for j, v in enumerate(values):
+                if v not in known:
+                    out.append(_unknown(("alerts", "rules", i, key, j), v, what, known))
+    channel_ids: dict[str, int] = {}
+    for i, ch in enumerate(cfg.notifications.channels):
+        if ch.id in channel_ids:
+            out.append((("notifications", "channels", i, "id"), ch.id,
+                        f'"{ch.id}" is already used by channels[{channel_ids[ch.id]}]; channel ids must be unique'))
+        channel_ids.setdefault(ch.id, i)
+        for j, v in enumerate(ch.labs):
+            if v not in labs:
+                out.append(_unknown(("notifications", "channels", i, "labs", j), v, "lab", labs))
+        if isinstance(ch, MqttChannel) and ch.broker not in brokers:
+            out.append(_unknown(("notifications", "channels", i, "broker"), ch.broker, "broker", brokers))
+    tasks: dict[str, int] = {}
+    for i, plan in enumerate(cfg.maintenance.plans):
+        if plan.id in tasks:
+            out.append((("maintenance", "plans", i, "id"), plan.id,
+                        f'"{plan.id}" is already used by plans[{tasks[plan.id]}]; task ids must be unique'))
+        tasks.setdefault(plan.id, i)
+        for key, values, known, what in (("machines", plan.machines, ids, "machine"),
+                                         ("kinds", plan.kinds, kinds, "machine kind")):
+            for j, v in enumerate(values):
+                if v not in known:
+                    out.append(_unknown(("maintenance", "plans", i, key, j), v, what, known))
+    shift_ids: dict[str, int] = {}
+    for i, shift in enumerate(cfg.shifts.calendar):
+        if shift.id in shift_ids:
+            out.append((("shifts", "calendar", i, "id"), shift.id, f'"{shift.id}" is used by two shifts'))
+        shift_ids.setdefault(shift.id, i)
+    return out

@@ -1,0 +1,1 @@
+"""Maintenance plans due by real usage, and their audit log."""

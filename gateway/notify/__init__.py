@@ -1,0 +1,1 @@
+"""Notifications of alerts: webhook, e-mail, Telegram, MQTT, with an outbox and retries."""

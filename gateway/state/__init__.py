@@ -1,0 +1,1 @@
+"""Machine state: the common state model, its derivation per kind, jobs, usage counters and events."""

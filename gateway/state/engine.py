@@ -1,0 +1,114 @@
+"""The state engine: per machine, derives the state, follows jobs, counts usage and emits events.
+
+The live hub owns the latest signal values and calls the engine on every batch and every second; the engine
+tells its listeners about events (state changes, jobs) and production (parts made) as they happen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.config.ops import StateSection
+from gateway.machines import MachineMeta
+from gateway.reading import Reading
+from gateway.state.derive import NS, WorkTimer, derive
+from gateway.state.events import Event
+from gateway.state.jobs import JobTracker
+from gateway.state.model import OFFLINE, SignalValue, StateSettings, resolve
+from gateway.state.usage import Production, UsageMeter
+
+log = logging.getLogger(__name__)
+
+EventListener = Callable[[Event], None]
+ProductionListener = Callable[[str, Production], None]
+
+
+@dataclass(slots=True)
+class Track:
+    meta: MachineMeta
+    settings: StateSettings
+    jobs: JobTracker
+    usage: UsageMeter
+    timer: WorkTimer = field(default_factory=WorkTimer)
+    basis: str = "stale"
+
+
+class StateEngine:
+    def __init__(self, machines: Sequence[MachineMeta], section: StateSection | None = None) -> None:
+        self.section = section or StateSection()
+        self.tracks: dict[str, Track] = {}
+        for m in machines:
+            s = resolve(m.kind, m.id, self.section)
+            self.tracks[m.id] = Track(m, s, JobTracker(m.id, s), UsageMeter(s))
+        self.event_listeners: list[EventListener] = []
+        self.production_listeners: list[ProductionListener] = []
+
+    def settings(self, machine_id: str) -> StateSettings:
+        return self.tracks[machine_id].settings
+
+    def _emit(self, events: Sequence[Event]) -> None:
+        for e in events:
+            for listener in self.event_listeners:
+                listener(e)
+
+    def _produced(self, machine_id: str, p: Production | None) -> None:
+        if p is None:
+            return
+        for listener in self.production_listeners:
+            listener(machine_id, p)
+
+    # --- called by the live hub ---------------------------------------------------------------------------
+    def observe(self, machine_id: str, readings: Sequence[Reading], signals: Mapping[str, SignalValue],
+                state: str) -> None:
+        """Count usage and follow jobs for one machine's readings of a batch (oldest first)."""
+        t = self.tracks[machine_id]
+        for r in readings:
+            metres, produced = t.usage.on_reading(r)
+            if metres:
+                t.jobs.add_material(metres)
+            self._produced(machine_id, produced)
+            events = t.jobs.on_reading(r, signals, state)
+            self._after_jobs(t, events)
+
+    def _after_jobs(self, t: Track, events: Sequence[Event]) -> None:
+        for e in events:
+            if e.type == "job_end":
+                self._produced(t.meta.id, t.usage.on_job_end(str(e.data.get("result")), e.ts_ns))
+        self._emit(events)
+
+    def derive(self, machine_id: str, signals: Mapping[str, SignalValue], *, now_ns: int, maintenance: bool,
+               fresh: bool) -> tuple[str, str]:
+        t = self.tracks[machine_id]
+        state, basis = derive(t.settings, signals, now_ns=now_ns, timer=t.timer, maintenance=maintenance,
+                              fresh=fresh)
+        t.basis = basis
+        return state, basis
+
+    def transition(self, machine_id: str, old: str, new: str, *, since_ns: int | None, now_ns: int,
+                   signals: Mapping[str, SignalValue], basis: str) -> None:
+        """Record a state change: usage up to now, the `state` event, then what it means for the current job."""
+        t = self.tracks[machine_id]
+        t.usage.accrue(old, now_ns)
+        duration = round((now_ns - since_ns) / NS, 3) if since_ns is not None else None
+        log.info("machine %s: %s -> %s (%s)", machine_id, old, new, basis,
+                 extra={"machine": machine_id, "from": old, "to": new, "basis": basis})
+        self._emit([Event(now_ns, machine_id, "state",
+                          {"from": old, "to": new, "duration_s": duration, "basis": basis})])
+        if new != OFFLINE:
+            self._after_jobs(t, t.jobs.on_state(old, new, signals, now_ns))
+
+    def accrue(self, machine_id: str, state: str, now_ns: int) -> None:
+        self.tracks[machine_id].usage.accrue(state, now_ns)
+
+    # --- read by maintenance, OEE and the API -------------------------------------------------------------
+    def counters(self, machine_id: str) -> dict[str, float]:
+        return dict(self.tracks[machine_id].usage.counters)
+
+    def job(self, machine_id: str) -> dict[str, object] | None:
+        job = self.tracks[machine_id].jobs.active
+        if job is None:
+            return None
+        return {"name": job.name, "job_id": job.job_id, "start_ns": job.start_ns,
+                "material_m": round(job.material_m, 4)}

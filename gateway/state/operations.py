@@ -1,0 +1,196 @@
+"""Operations: the business store plus everything that runs on states and events — alert engine and book,
+notifications, maintenance, OEE, event export to InfluxDB and retained MQTT state topics.
+
+The runtime builds one `Operations` next to the live hub, calls `run()` as a task and `close()` at the end; the
+HTTP API reaches it through `ApiContext.extra["ops"]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.alerts.book import AlertBook
+from gateway.alerts.defaults import effective_rules
+from gateway.alerts.engine import AlertEngine
+from gateway.alerts.rules import compile_rules
+from gateway.config.ops import cross_checks
+from gateway.config.site import SiteConfig
+from gateway.errors import ConfigError
+from gateway.live import LiveHub, MachineLive
+from gateway.machines import MachineMeta
+from gateway.maintenance.service import Maintenance
+from gateway.notify.channels import Sender, build_senders
+from gateway.notify.dispatcher import Notifier
+from gateway.oee import oee_report, shift_windows
+from gateway.reading import Reading
+from gateway.state.events import Event
+from gateway.state.influx import EventExporter, InfluxWriter
+from gateway.state.topics import StatePublisher
+from gateway.state.usage import Production
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+MINUTE_NS = 60 * NS
+SAVE_EVERY_NS = 10 * NS
+MAINTENANCE_CHECK_NS = 10 * NS
+
+
+def check_references(cfg: SiteConfig) -> None:
+    problems = cross_checks(cfg)
+    if problems:
+        lines = [f"  {'.'.join(str(p) for p in loc)}: {msg}" for loc, _, msg in problems]
+        raise ConfigError("Gateway not started: the operations sections name things that do not exist:\n"
+                          + "\n".join(lines))
+
+
+class Operations:
+    def __init__(self, cfg: SiteConfig, live: LiveHub, data_dir: Path, *, metas: Sequence[MachineMeta],
+                 clock: Callable[[], int] | None = None, http_client: httpx.AsyncClient | None = None,
+                 senders: dict[str, Sender] | None = None) -> None:
+        check_references(cfg)
+        self.cfg = cfg
+        self.live = live
+        self.clock = clock or live.clock
+        self.metas = {m.id: m for m in metas}
+        self.store = Store(Path(data_dir) / "business.sqlite")
+        self._own_client = http_client is None
+        self.http = http_client or httpx.AsyncClient()
+        live.record_event = self._record_event
+        live.engine.production_listeners.append(self._production)
+        for mid, track in live.engine.tracks.items():
+            saved = {r["name"]: r["value"] for r in self.store.query(
+                "SELECT name, value FROM counters WHERE machine = ?", (mid,))}
+            track.usage.restore(saved)
+        live.restore_maintenance(self.store.get_json("maintenance_mode") or [])
+        self.notifier = Notifier(
+            self.store,
+            senders if senders is not None else build_senders(list(cfg.notifications.channels), cfg.mqtt.brokers,
+                                                              cfg.site.id, self.http),
+            cfg.notifications.retry, clock=self.clock)
+        self.book = AlertBook(self.store, site_id=cfg.site.id, channels=cfg.notifications.channels,
+                              notify_window_s=cfg.alerts.notify_window_s, emit=live.emit_event,
+                              publish=live.publish_event, wake=self.notifier.wake)
+        self.alerts = AlertEngine(compile_rules(effective_rules(cfg.alerts)), self.book, metas)
+        self.maintenance = Maintenance(self.store, cfg.maintenance, metas, counters=live.engine.counters,
+                                       now_ns=self.clock(), emit=live.emit_event, book=self.book)
+        self.exporter: EventExporter | None = None
+        if cfg.storage.influxdb is not None:
+            self.exporter = EventExporter(self.store, InfluxWriter(cfg.storage.influxdb, self.http), self.metas,
+                                          cfg.site.id)
+        self.topics: StatePublisher | None = None
+        if cfg.state.mqtt is not None:
+            broker = next(b for b in cfg.mqtt.brokers if b.id == cfg.state.mqtt.broker)
+            self.topics = StatePublisher(cfg.state.mqtt, broker, cfg.site.id)
+        self._saved_ns = 0
+        self._checked_ns = 0
+        live.add_listener(self)
+
+    # --- store writers --------------------------------------------------------------------------------------
+    def _record_event(self, e: Event) -> Event:
+        event_id = self.store.execute("INSERT INTO events (ts_ns, machine, type, data) VALUES (?, ?, ?, ?)",
+                                      (e.ts_ns, e.machine, e.type, json.dumps(e.data, ensure_ascii=False)))
+        if e.type == "maintenance_mode":
+            self.store.put_json("maintenance_mode", self.live.in_maintenance())
+        return replace(e, id=event_id)
+
+    def _production(self, machine: str, p: Production) -> None:
+        minute = p.ts_ns - p.ts_ns % MINUTE_NS
+        self.store.execute(
+            "INSERT INTO production (machine, minute_ns, total, good) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (machine, minute_ns) DO UPDATE SET total = total + excluded.total, "
+            "good = CASE WHEN excluded.good IS NULL THEN good ELSE COALESCE(good, 0) + excluded.good END",
+            (machine, minute, p.total, p.good))
+
+    def save_counters(self) -> None:
+        now = self.clock()
+        with self.store.transaction() as db:
+            for mid, track in self.live.engine.tracks.items():
+                for name, value in track.usage.snapshot().items():
+                    db.execute("INSERT INTO counters (machine, name, value, updated_ns) VALUES (?, ?, ?, ?) "
+                               "ON CONFLICT (machine, name) DO UPDATE SET value = excluded.value, "
+                               "updated_ns = excluded.updated_ns", (mid, name, value, now))
+
+    # --- LiveListener ---------------------------------------------------------------------------------------
+    def machine_updated(self, machine: MachineLive, readings: Sequence[Reading], now_ns: int) -> None:
+        self.alerts.machine_updated(machine, readings, now_ns)
+
+    def ticked(self, machines: Sequence[MachineLive], now_ns: int) -> None:
+        self.alerts.ticked(machines, now_ns)
+        if now_ns - self._checked_ns >= MAINTENANCE_CHECK_NS:
+            self._checked_ns = now_ns
+            self.maintenance.check(now_ns)
+        if now_ns - self._saved_ns >= SAVE_EVERY_NS:
+            self._saved_ns = now_ns
+            self.save_counters()
+
+    def event(self, event: Event) -> None:
+        if self.topics is not None:
+            self.topics.on_event(event)
+
+    # --- queries for the API --------------------------------------------------------------------------------
+    def events(self, *, machine: str | None, type_: str | None, start_ns: int, end_ns: int,
+               limit: int) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM events WHERE ts_ns >= ? AND ts_ns < ?", list[Any]([start_ns, end_ns])
+        if machine:
+            sql += " AND machine = ?"
+            params.append(machine)
+        if type_:
+            sql += " AND type = ?"
+            params.append(type_)
+        sql += " ORDER BY ts_ns DESC, id DESC LIMIT ?"
+        params.append(limit)
+        return [Event(r["ts_ns"], r["machine"], r["type"], json.loads(r["data"]), r["id"]).as_dict()
+                for r in self.store.query(sql, params)]
+
+    def oee(self, machine: str, start_ns: int, end_ns: int) -> dict[str, Any]:
+        before = self.store.one("SELECT data FROM events WHERE machine = ? AND type = 'state' AND ts_ns <= ? "
+                                "ORDER BY ts_ns DESC, id DESC LIMIT 1", (machine, start_ns))
+        initial = json.loads(before["data"])["to"] if before is not None else "offline"
+        changes = [(r["ts_ns"], json.loads(r["data"])["to"]) for r in self.store.query(
+            "SELECT ts_ns, data FROM events WHERE machine = ? AND type = 'state' AND ts_ns > ? AND ts_ns < ? "
+            "ORDER BY ts_ns, id", (machine, start_ns, end_ns))]
+        production = [(r["minute_ns"], r["total"], r["good"]) for r in self.store.query(
+            "SELECT minute_ns, total, good FROM production WHERE machine = ? AND minute_ns >= ? AND minute_ns < ?",
+            (machine, start_ns - MINUTE_NS, end_ns))]
+        windows = shift_windows(self.cfg.shifts, self.cfg.site.timezone, start_ns, end_ns)
+        ideal = self.live.engine.settings(machine).ideal_cycle_s
+        return {"machine": machine, "ideal_cycle_s": ideal,
+                **oee_report(windows, initial, changes, production, ideal)}
+
+    # --- lifetime -------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        if self.topics is not None:
+            self.topics.start()
+            for mid in self.live.ids():
+                m = self.live.live(mid)
+                self.topics.publish(mid, m.state, m.state_since_ns, m.basis)
+        tasks = [asyncio.create_task(self.notifier.run(), name="notifier")]
+        if self.exporter is not None:
+            tasks.append(asyncio.create_task(self.exporter.run(), name="events-export"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.save_counters()
+        if self.topics is not None:
+            with contextlib.suppress(Exception):
+                self.topics.stop()
+        if self._own_client:
+            await self.http.aclose()
+        self.store.close()
