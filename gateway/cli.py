@@ -90,7 +90,7 @@ async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
     cleanup: Path | None = None
     if demo:
         if args.data_dir:
-            data_dir = Path(os.path.abspath(args.data_dir))
+            data_dir = Path(args.data_dir)
         else:
             data_dir = cleanup = Path(tempfile.mkdtemp(prefix="kartech-demo-"))
         # the virtual serial ports (pseudo-terminal links) of this demo live in its own directory
@@ -145,6 +145,8 @@ async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.data_dir:
+        args.data_dir = os.path.abspath(args.data_dir)
     return asyncio.run(_run(DEMO_CONFIG, args, demo=True))
 
 
