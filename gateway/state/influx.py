@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -70,6 +72,19 @@ def event_line(e: Event, meta: MachineMeta | None, site: str) -> str:
         if f is not None:
             fields.append(f)
     return f"events,{tags(meta, e.machine, site, extra)} {','.join(fields)} {e.ts_ns}"
+
+
+OEE_FIELDS = ("availability", "performance", "quality", "oee", "planned_s", "running_s", "parts")
+
+
+def oee_line(machine: str, meta: MachineMeta | None, site: str, shift: str, start_ns: int,
+             result: Mapping[str, object]) -> str | None:
+    """One closed shift of one machine as a point of the `oee` measurement (at the shift's start), or None
+    when nothing was planned (no factor to write)."""
+    fields = [f for k in OEE_FIELDS if (f := _field(k, result.get(k))) is not None]
+    if not any(f.startswith("oee=") for f in fields):
+        return None
+    return f"oee,{tags(meta, machine, site, {'shift': shift})} {','.join(fields)} {start_ns}"
 
 
 class InfluxWriter:
@@ -142,3 +157,59 @@ class EventExporter:
             if n == BATCH:
                 continue
             await asyncio.sleep(IDLE_S if n >= 0 else 10.0)
+
+
+# (machine, start_ns, end_ns) -> the OEE report of that range (see gateway.oee.oee_report)
+OeeReport = Callable[[str, int, int], Mapping[str, Any]]
+
+
+class OeeExporter:
+    """Writes every closed shift's OEE per machine to the `oee` measurement, once, surviving restarts.
+
+    The end of the last exported shift is kept in the business store; an InfluxDB outage delays the export and
+    a replay overwrites the same points (same tags, the shift's start as timestamp)."""
+
+    KEY = "oee_exported_until_ns"
+
+    def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
+                 report: OeeReport, clock: Callable[[], int], *, first_ns: int) -> None:
+        self.store = store
+        self.writer = writer
+        self.machines = machines
+        self.site = site
+        self.report = report
+        self.clock = clock
+        saved = store.get_json(self.KEY)
+        self.until_ns = int(saved) if saved is not None else first_ns
+
+    async def export_once(self) -> int:
+        """Export the shifts that ended since the last export; returns points written (-1: retry later)."""
+        now = self.clock()
+        lines: list[str] = []
+        done_until = self.until_ns
+        for mid, meta in self.machines.items():
+            for shift in self.report(mid, self.until_ns, now).get("shifts", []):
+                start, end = _iso_ns(shift["start"]), _iso_ns(shift["end"])
+                if start < self.until_ns or end > now:
+                    continue  # not closed yet (or already exported)
+                done_until = max(done_until, end)
+                line = oee_line(mid, meta, self.site, str(shift["shift"]), start, shift)
+                if line is not None:
+                    lines.append(line)
+        if done_until == self.until_ns:
+            return 0
+        if not await self.writer.write(lines):
+            return -1
+        self.until_ns = done_until
+        self.store.put_json(self.KEY, done_until)
+        return len(lines)
+
+    async def run(self, interval_s: float = 60.0) -> None:
+        while True:
+            await self.export_once()
+            await asyncio.sleep(interval_s)
+
+
+def _iso_ns(text: str) -> int:
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000

@@ -33,7 +33,7 @@ from gateway.notify.dispatcher import Notifier
 from gateway.oee import oee_report, shift_windows
 from gateway.reading import Reading
 from gateway.state.events import Event
-from gateway.state.influx import EventExporter, InfluxWriter
+from gateway.state.influx import EventExporter, InfluxWriter, OeeExporter
 from gateway.state.topics import StatePublisher
 from gateway.state.usage import Production
 from gateway.store import Store
@@ -85,9 +85,12 @@ class Operations:
         self.maintenance = Maintenance(self.store, cfg.maintenance, metas, counters=live.engine.counters,
                                        now_ns=self.clock(), emit=live.emit_event, book=self.book)
         self.exporter: EventExporter | None = None
+        self.oee_exporter: OeeExporter | None = None
         if cfg.storage.influxdb is not None:
-            self.exporter = EventExporter(self.store, InfluxWriter(cfg.storage.influxdb, self.http), self.metas,
-                                          cfg.site.id)
+            writer = InfluxWriter(cfg.storage.influxdb, self.http)
+            self.exporter = EventExporter(self.store, writer, self.metas, cfg.site.id)
+            self.oee_exporter = OeeExporter(self.store, writer, self.metas, cfg.site.id, self.oee, self.clock,
+                                            first_ns=self.clock())
         self.topics: StatePublisher | None = None
         if cfg.state.mqtt is not None:
             broker = next(b for b in cfg.mqtt.brokers if b.id == cfg.state.mqtt.broker)
@@ -178,6 +181,8 @@ class Operations:
         tasks = [asyncio.create_task(self.notifier.run(), name="notifier")]
         if self.exporter is not None:
             tasks.append(asyncio.create_task(self.exporter.run(), name="events-export"))
+        if self.oee_exporter is not None:
+            tasks.append(asyncio.create_task(self.oee_exporter.run(), name="oee-export"))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -1,0 +1,57 @@
+"""Closed shifts' OEE lands in the real InfluxDB once, survives a restart, and waits for open shifts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.config.models import InfluxV1
+from gateway.machines import MachineMeta
+from gateway.state.influx import InfluxWriter, OeeExporter
+from gateway.store import Store
+from simulators.services import InfluxDB1
+
+H = 3_600_000_000_000
+T0 = 1_795_651_200_000_000_000  # 2026-11-26T00:00:00Z
+
+
+def shift(name: str, start: int, end: int, oee: float | None) -> dict[str, Any]:
+    from gateway.live import iso
+
+    return {"shift": name, "start": iso(start), "end": iso(end), "availability": oee, "performance": None,
+            "quality": None, "oee": oee, "planned_s": (end - start) / 1e9 if oee is not None else 0.0,
+            "running_s": 3600.0, "parts": 0}
+
+
+def report(machine: str, start_ns: int, end_ns: int) -> Mapping[str, Any]:
+    shifts = [shift("A", T0, T0 + 8 * H, 0.5), shift("B", T0 + 8 * H, T0 + 16 * H, None),
+              shift("C", T0 + 16 * H, T0 + 24 * H, 0.75)]
+    return {"shifts": shifts}
+
+
+async def test_closed_shifts_are_exported_once(influxdb: InfluxDB1, tmp_path: Path) -> None:
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    influxdb.create_database(db)
+    metas = {"cnc-01": MachineMeta("cnc-01", "CNC", "cnc", "opcua", "kartech", "shop")}
+    cfg = InfluxV1(version=1, url=influxdb.url, database=db)
+    now = [T0 + 20 * H]  # shifts A and B are over, C is still running
+    async with httpx.AsyncClient() as client:
+        store = Store(tmp_path / "b.sqlite")
+        exp = OeeExporter(store, InfluxWriter(cfg, client), metas, "kartech", report, lambda: now[0], first_ns=T0)
+        assert await exp.export_once() == 1  # A; B had nothing planned
+        assert await exp.export_once() == 0
+        store.close()
+        store = Store(tmp_path / "b.sqlite")  # a restart neither re-exports nor forgets
+        exp = OeeExporter(store, InfluxWriter(cfg, client), metas, "kartech", report, lambda: now[0], first_ns=T0)
+        assert await exp.export_once() == 0
+        now[0] = T0 + 25 * H
+        assert await exp.export_once() == 1  # C closed
+        store.close()
+    series = influxdb.query('SELECT oee, availability, planned_s FROM "oee" GROUP BY *', db=db)
+    rows = {s["tags"]["shift"]: s["values"] for s in series}
+    assert rows == {"A": [[T0, 0.5, 0.5, 28800]], "C": [[T0 + 16 * H, 0.75, 0.75, 28800]]}
+    assert series[0]["tags"] == {"kind": "cnc", "lab": "shop", "machine": "cnc-01", "shift": "A", "site": "kartech"}
