@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -126,20 +127,58 @@ class InfluxWriter:
         return False
 
 
+def usage_line(e: Event, meta: MachineMeta | None, site: str, tz: ZoneInfo) -> str | None:
+    """A finished job as a point of the `usage` measurement (machine time and material, by month in the site's
+    time zone, which InfluxQL cannot group by itself)."""
+    if e.type != "job_end":
+        return None
+    month = datetime.fromtimestamp(e.ts_ns / 1e9, tz).strftime("%Y-%m")
+    fields = [f for f in (_field("running_s", _num(e.data.get("duration_s"))),
+                          _field("material_used", _num(e.data.get("material_m"))),
+                          _field("material_unit", "m"),
+                          _field("job", str(e.data.get("job", "")))) if f is not None]
+    return f"usage,{tags(meta, e.machine, site, {'month': month})} {','.join(fields)} {e.ts_ns}"
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+MAINTENANCE_UNITS = {"running_h": "h", "cycles": "cycles", "material_m": "m", "days": "d"}
+
+
+def maintenance_line(task: Mapping[str, Any], meta: MachineMeta | None, site: str, ts_ns: int) -> str | None:
+    """A maintenance task's status (the limit nearest to due) as a point of the `maintenance` measurement."""
+    limits: Mapping[str, Mapping[str, Any]] = task.get("limits") or {}
+    if not limits:
+        return None
+    metric, nearest = max(limits.items(), key=lambda kv: float(kv[1]["pct"]))
+    fields = [f for f in (_field("used", _num(nearest["used"])), _field("limit", _num(nearest["limit"])),
+                          _field("unit", MAINTENANCE_UNITS.get(metric, metric)),
+                          _field("due_pct", _num(task.get("pct"))), _field("status", str(task.get("status"))))
+              if f is not None]
+    return f"maintenance,{tags(meta, str(task['machine']), site, {'task': str(task['task'])})} " \
+           f"{','.join(fields)} {ts_ns}"
+
+
 class EventExporter:
-    def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str) -> None:
+    def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
+                 timezone: str = "Asia/Almaty") -> None:
         self.store = store
         self.writer = writer
         self.machines = machines
         self.site = site
+        self.tz = ZoneInfo(timezone)
         self.failing = False
 
     async def export_once(self) -> int:
         rows = self.store.query("SELECT * FROM events WHERE exported = 0 ORDER BY id LIMIT ?", (BATCH,))
         if not rows:
             return 0
-        lines = [event_line(Event(r["ts_ns"], r["machine"], r["type"], json.loads(r["data"]), r["id"]),
-                            self.machines.get(r["machine"]), self.site) for r in rows]
+        events = [Event(r["ts_ns"], r["machine"], r["type"], json.loads(r["data"]), r["id"]) for r in rows]
+        lines = [event_line(e, self.machines.get(e.machine), self.site) for e in events]
+        lines += [line for e in events
+                  if (line := usage_line(e, self.machines.get(e.machine), self.site, self.tz)) is not None]
         if not await self.writer.write(lines):
             if not self.failing:
                 log.warning("events cannot be written to influxdb yet; they are kept and retried")
@@ -203,6 +242,30 @@ class OeeExporter:
         self.until_ns = done_until
         self.store.put_json(self.KEY, done_until)
         return len(lines)
+
+    async def run(self, interval_s: float = 60.0) -> None:
+        while True:
+            await self.export_once()
+            await asyncio.sleep(interval_s)
+
+
+class MaintenanceExporter:
+    """Writes every maintenance task's status to the `maintenance` measurement once a minute (best effort: a
+    failed write is simply superseded by the next one)."""
+
+    def __init__(self, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
+                 tasks: Callable[[int], Sequence[Mapping[str, Any]]], clock: Callable[[], int]) -> None:
+        self.writer = writer
+        self.machines = machines
+        self.site = site
+        self.tasks = tasks
+        self.clock = clock
+
+    async def export_once(self) -> int:
+        now = self.clock()
+        lines = [line for t in self.tasks(now)
+                 if (line := maintenance_line(t, self.machines.get(str(t["machine"])), self.site, now)) is not None]
+        return len(lines) if await self.writer.write(lines) else -1
 
     async def run(self, interval_s: float = 60.0) -> None:
         while True:

@@ -33,7 +33,7 @@ from gateway.notify.dispatcher import Notifier
 from gateway.oee import oee_report, shift_windows
 from gateway.reading import Reading
 from gateway.state.events import Event
-from gateway.state.influx import EventExporter, InfluxWriter, OeeExporter
+from gateway.state.influx import EventExporter, InfluxWriter, MaintenanceExporter, OeeExporter
 from gateway.state.topics import StatePublisher
 from gateway.state.usage import Production
 from gateway.store import Store
@@ -86,9 +86,12 @@ class Operations:
                                        now_ns=self.clock(), emit=live.emit_event, book=self.book)
         self.exporter: EventExporter | None = None
         self.oee_exporter: OeeExporter | None = None
+        self.maintenance_exporter: MaintenanceExporter | None = None
         if cfg.storage.influxdb is not None:
             writer = InfluxWriter(cfg.storage.influxdb, self.http)
-            self.exporter = EventExporter(self.store, writer, self.metas, cfg.site.id)
+            self.exporter = EventExporter(self.store, writer, self.metas, cfg.site.id, cfg.site.timezone)
+            self.maintenance_exporter = MaintenanceExporter(writer, self.metas, cfg.site.id, self.maintenance.tasks,
+                                                            self.clock)
             self.oee_exporter = OeeExporter(self.store, writer, self.metas, cfg.site.id, self.oee, self.clock,
                                             first_ns=self.clock())
         self.topics: StatePublisher | None = None
@@ -183,6 +186,8 @@ class Operations:
             tasks.append(asyncio.create_task(self.exporter.run(), name="events-export"))
         if self.oee_exporter is not None:
             tasks.append(asyncio.create_task(self.oee_exporter.run(), name="oee-export"))
+        if self.maintenance_exporter is not None:
+            tasks.append(asyncio.create_task(self.maintenance_exporter.run(), name="maintenance-export"))
         try:
             await asyncio.gather(*tasks)
         finally:

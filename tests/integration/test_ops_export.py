@@ -55,3 +55,34 @@ async def test_closed_shifts_are_exported_once(influxdb: InfluxDB1, tmp_path: Pa
     rows = {s["tags"]["shift"]: s["values"] for s in series}
     assert rows == {"A": [[T0, 0.5, 0.5, 28800]], "C": [[T0 + 16 * H, 0.75, 0.75, 28800]]}
     assert series[0]["tags"] == {"kind": "cnc", "lab": "shop", "machine": "cnc-01", "shift": "A", "site": "kartech"}
+
+
+async def test_finished_jobs_and_maintenance_status_land_for_the_dashboards(influxdb: InfluxDB1,
+                                                                              tmp_path: Path) -> None:
+    from gateway.state.events import Event
+    from gateway.state.influx import EventExporter, MaintenanceExporter
+
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    influxdb.create_database(db)
+    metas = {"fdm-01": MachineMeta("fdm-01", "Prusa", "printer", "serial", "kartech", "printfarm")}
+    cfg = InfluxV1(version=1, url=influxdb.url, database=db)
+    end = T0 + 20 * H  # 2026-11-26T20:00Z, still November in Asia/Almaty (UTC+5)
+    store = Store(tmp_path / "b.sqlite")
+    store.execute("INSERT INTO events (ts_ns, machine, type, data, exported) VALUES (?, ?, ?, ?, 0)",
+                  (end, "fdm-01", "job_end", '{"job": "gear.gcode", "result": "completed", "duration_s": 5400.0, '
+                                              '"material_m": 12.5}'))
+    task = {"machine": "fdm-01", "task": "nozzle", "status": "due_soon", "pct": 92.0,
+            "limits": {"running_h": {"used": 184.0, "limit": 200.0, "pct": 92.0},
+                       "material_m": {"used": 1000.0, "limit": 5000.0, "pct": 20.0}}}
+    async with httpx.AsyncClient() as client:
+        writer = InfluxWriter(cfg, client)
+        assert await EventExporter(store, writer, metas, "kartech", "Asia/Almaty").export_once() == 1
+        assert await MaintenanceExporter(writer, metas, "kartech", lambda _now: [task], lambda: T0).export_once() == 1
+    store.close()
+    [usage] = influxdb.query('SELECT running_s, material_used, material_unit, job FROM "usage" GROUP BY *', db=db)
+    assert usage["tags"] == {"kind": "printer", "lab": "printfarm", "machine": "fdm-01", "month": "2026-11",
+                             "site": "kartech"}
+    assert usage["values"] == [[end, 5400, 12.5, "m", "gear.gcode"]]
+    [maint] = influxdb.query('SELECT used, "limit", unit, due_pct, status FROM "maintenance" GROUP BY *', db=db)
+    assert maint["tags"]["task"] == "nozzle"
+    assert maint["values"] == [[T0, 184, 200, "h", 92, "due_soon"]]
