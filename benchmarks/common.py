@@ -178,10 +178,18 @@ class GatewayProcess:
         r.raise_for_status()
         return dict(r.json())
 
-    def metrics(self) -> Metrics:
-        r = httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
-        r.raise_for_status()
-        return parse_metrics(r.text)
+    def metrics(self, attempts: int = 3) -> Metrics:
+        """A /metrics scrape; retried, since a gateway catching up on a large backlog may answer slowly."""
+        for attempt in range(attempts):
+            try:
+                r = httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+                r.raise_for_status()
+                return parse_metrics(r.text)
+            except httpx.HTTPError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -346,8 +354,14 @@ def stored_series(influx: InfluxDB1, db: str, first_ms: int, last_ms: int,
     """machine -> (count, sum of layer) stored between two timestamps (inclusive)."""
     q = (f'SELECT count("layer"), sum("layer") FROM "{measurement}" WHERE time >= {first_ms}ms '
          f"AND time <= {last_ms}ms GROUP BY machine")
+    # a long window (a 10-minute outage: over a million points) takes InfluxDB a while to aggregate
+    r = httpx.post(f"{influx.url}/query", params={"q": q, "db": db, "epoch": "ns"}, timeout=300)
+    r.raise_for_status()
+    res = r.json()["results"][0]
+    if "error" in res:
+        raise RuntimeError(res["error"])
     out: dict[str, tuple[int, int]] = {}
-    for s in influx.query(q, db=db):
+    for s in res.get("series", []):
         tags = s.get("tags") or {}
         values = s["values"]
         assert isinstance(tags, dict)

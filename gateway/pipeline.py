@@ -115,7 +115,7 @@ class SinkWorker:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.memory_readings = memory_readings
-        self.backoff = backoff or Backoff(initial_s=0.5, cap_s=30.0)
+        self.backoff = backoff or Backoff(initial_s=0.5, cap_s=10.0)
         self._mem: deque[tuple[int, Sequence[Reading]]] = deque()
         self._mem_count = 0
         self._has_data = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -80,6 +81,7 @@ class Runtime:
         describe_metrics(self.metrics)
         self.live = LiveHub(machine_metas(cfg), state=cfg.state)
         self.ops: Operations | None = None  # alerts, maintenance, OEE, events: built in run() (needs broker ports)
+        self.ops_error = ""
         self.tokens: dict[str, tuple[str, Role]] = {t.token: (t.name, t.role) for t in cfg.api.tokens}
         self.tokens.update(tokens or {})
         self.serve_api = serve_api
@@ -143,7 +145,8 @@ class Runtime:
         drivers = {c.name: {"connected": c.is_connected, "last_error": c.last_error} for c in self.contexts}
         degraded = (any(s["state"] == "failing" for s in sinks.values())
                     or any(not d["connected"] for d in drivers.values())
-                    or pipe["outbox"].get("state", "ok") != "ok")
+                    or pipe["outbox"].get("state", "ok") != "ok"
+                    or bool(self.ops_error))
         return {
             "status": "degraded" if degraded else "ok",
             "version": __version__,
@@ -152,6 +155,7 @@ class Runtime:
             "drivers": drivers,
             "sinks": sinks,
             "outbox": pipe["outbox"],
+            **({"operations_error": self.ops_error} if self.ops_error else {}),
             "ingest_queued": pipe.get("ingest_queued", 0),
             "machines": len(self.cfg.machines),
         }
@@ -194,8 +198,14 @@ class Runtime:
             tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
             tasks += [asyncio.create_task(w.run(), name=f"sink:{w.sink.name}") for w in workers]
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
-            self.ops = Operations(self.cfg, self.live, self.data_dir, metas=machine_metas(self.cfg))
-            tasks.append(asyncio.create_task(self.ops.run(), name="operations"))
+            try:
+                self.ops = Operations(self.cfg, self.live, self.data_dir, metas=machine_metas(self.cfg))
+            except (OSError, sqlite3.Error) as err:
+                # telemetry keeps flowing; alerts, maintenance and OEE answer 503 and health says why
+                self.ops_error = f"business store in {self.data_dir}: {err}"
+                log.error("alerts, maintenance and OEE are off: %s", self.ops_error)
+            else:
+                tasks.append(asyncio.create_task(self.ops.run(), name="operations"))
             critical = list(tasks)  # these never end by themselves; if one fails, the gateway stops loudly
             if storage.influxdb is not None:  # the gateway's own health, for the Grafana "Gateway health" dashboard
                 writer = SelfMetricsWriter(self.metrics, storage.influxdb, site=self.cfg.site.id)

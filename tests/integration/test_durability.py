@@ -165,7 +165,7 @@ def test_disk_full_degrades_visibly_and_recovers_when_space_returns(tmp_path: Pa
     gw.preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     gw.start()
     try:
-        traffic = load(mosquitto, site, rate=3000, seconds=15)
+        traffic = load(mosquitto, site, rate=3000, seconds=7)
         wait_until(lambda: gw.health()["outbox"]["state"] == "failing", 15, "the outbox to hit the limit")
         health = gw.health()
         assert health["status"] == "degraded"
