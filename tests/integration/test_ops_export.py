@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from gateway.config.models import InfluxV1
+from gateway.live import iso
 from gateway.machines import MachineMeta
-from gateway.state.influx import InfluxWriter, OeeExporter
+from gateway.state.influx import EventExporter, InfluxWriter, MaintenanceExporter, OeeExporter
 from gateway.store import Store
 from simulators.services import InfluxDB1
 
@@ -20,8 +21,6 @@ T0 = 1_795_651_200_000_000_000  # 2026-11-26T00:00:00Z
 
 
 def shift(name: str, start: int, end: int, oee: float | None) -> dict[str, Any]:
-    from gateway.live import iso
-
     return {"shift": name, "start": iso(start), "end": iso(end), "availability": oee, "performance": None,
             "quality": None, "oee": oee, "planned_s": (end - start) / 1e9 if oee is not None else 0.0,
             "running_s": 3600.0, "parts": 0}
@@ -59,9 +58,6 @@ async def test_closed_shifts_are_exported_once(influxdb: InfluxDB1, tmp_path: Pa
 
 async def test_finished_jobs_and_maintenance_status_land_for_the_dashboards(influxdb: InfluxDB1,
                                                                               tmp_path: Path) -> None:
-    from gateway.state.events import Event
-    from gateway.state.influx import EventExporter, MaintenanceExporter
-
     db = f"t_{uuid.uuid4().hex[:10]}"
     influxdb.create_database(db)
     metas = {"fdm-01": MachineMeta("fdm-01", "Prusa", "printer", "serial", "kartech", "printfarm")}
