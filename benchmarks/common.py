@@ -366,7 +366,8 @@ def stored_series(influx: InfluxDB1, db: str, first_ms: int, last_ms: int,
         values = s["values"]
         assert isinstance(tags, dict)
         assert isinstance(values, list)
-        out[str(tags["machine"])] = (int(values[0][1]), int(values[0][2]))
+        # a series with no point in the window yet answers null (seen while InfluxDB is still taking a write)
+        out[str(tags["machine"])] = (int(values[0][1] or 0), int(values[0][2] or 0))
     return out
 
 
