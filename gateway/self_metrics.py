@@ -23,7 +23,7 @@ import httpx
 
 from gateway.config.models import InfluxV1, InfluxV2
 from gateway.metrics import Metrics
-from gateway.sinks.influx import V1_PRECISION
+from gateway.sinks.influx import write_target
 from gateway.sinks.lineproto import LineProtocolError, escape_field_key, escape_measurement, escape_tag
 
 log = logging.getLogger(__name__)
@@ -114,19 +114,7 @@ class SelfMetricsWriter:
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(verify=cfg.verify_tls, timeout=cfg.timeout_s)
         self._failing = False
-        self._auth: httpx.BasicAuth | None = None
-        self._headers: dict[str, str] = {}
-        if isinstance(cfg, InfluxV1):
-            self._url = f"{cfg.url}/write"
-            self._params = {"db": cfg.database, "precision": V1_PRECISION[cfg.precision]}
-            if cfg.retention_policy:
-                self._params["rp"] = cfg.retention_policy
-            if cfg.username:
-                self._auth = httpx.BasicAuth(cfg.username, cfg.password or "")
-        else:
-            self._url = f"{cfg.url}/api/v2/write"
-            self._params = {"org": cfg.org, "bucket": cfg.bucket, "precision": cfg.precision}
-            self._headers["Authorization"] = f"Token {cfg.token}"
+        self._target = write_target(cfg)
 
     async def write_once(self) -> bool:
         """Write one snapshot; True when InfluxDB stored it."""
@@ -135,15 +123,17 @@ class SelfMetricsWriter:
         if not lines:
             return True
         try:
-            r = await self._client.post(self._url, params=self._params, content="\n".join(lines).encode(),
-                                        headers=self._headers, auth=self._auth or httpx.USE_CLIENT_DEFAULT)
+            t = self._target
+            r = await self._client.post(t.url, params=t.params, content="\n".join(lines).encode(),
+                                        headers=t.headers, auth=t.auth or httpx.USE_CLIENT_DEFAULT)
             ok, why = r.status_code in (200, 204), f"{r.status_code} {r.text[:200]}"
         except httpx.HTTPError as err:
             ok, why = False, str(err) or type(err).__name__
         if ok and self._failing:
-            log.info("self-metrics writes recovered", extra={"url": self._url})
+            log.info("self-metrics writes recovered", extra={"url": self._target.url})
         elif not ok and not self._failing:
-            log.warning("self-metrics write to %s failed (%s); retrying every %g s", self._url, why, self.interval_s)
+            log.warning("self-metrics write to %s failed (%s); retrying every %g s", self._target.url, why,
+                        self.interval_s)
         self._failing = not ok
         return ok
 

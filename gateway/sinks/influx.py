@@ -8,11 +8,12 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import httpx
 
-from gateway.config.models import InfluxV1, InfluxV2
+from gateway.config.models import InfluxV1, InfluxV2, Precision
 from gateway.errors import SinkConfigError, SinkError
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
@@ -67,6 +68,29 @@ def retry_after_s(r: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+@dataclass(frozen=True)
+class WriteTarget:
+    """Where and how line protocol is posted: the 1.x `/write` or the 2.x/3.x `/api/v2/write` endpoint."""
+
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    auth: httpx.BasicAuth | None
+
+
+def write_target(cfg: InfluxV1 | InfluxV2, precision: Precision | None = None) -> WriteTarget:
+    """The write endpoint of `cfg`, for lines stamped in `precision` (default: the configured one)."""
+    p = precision or cfg.precision
+    if isinstance(cfg, InfluxV1):
+        params = {"db": cfg.database, "precision": V1_PRECISION[p]}
+        if cfg.retention_policy:
+            params["rp"] = cfg.retention_policy
+        auth = httpx.BasicAuth(cfg.username, cfg.password or "") if cfg.username else None
+        return WriteTarget(f"{cfg.url}/write", params, {}, auth)
+    return WriteTarget(f"{cfg.url}/api/v2/write", {"org": cfg.org, "bucket": cfg.bucket, "precision": p},
+                       {"Authorization": f"Token {cfg.token}"}, None)
+
+
 class InfluxSink:
     """Writes readings to one InfluxDB; a rejected line never blocks the good ones of its batch."""
 
@@ -87,24 +111,17 @@ class InfluxSink:
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(verify=cfg.verify_tls)
         self._timeout = httpx.Timeout(cfg.timeout_s)
-        self._auth: httpx.BasicAuth | None = None
-        self._headers: dict[str, str] = {}
+        target = write_target(cfg)
+        self._write_url, self._write_params, self._auth = target.url, target.params, target.auth
+        self._headers: dict[str, str] = dict(target.headers)
         self._query_params: dict[str, str] = {"epoch": "ns"}
         self._measurement_prefix = ""
         if isinstance(cfg, InfluxV1):
-            self._write_url = f"{cfg.url}/write"
-            self._write_params = {"db": cfg.database, "precision": V1_PRECISION[cfg.precision]}
             if cfg.retention_policy:
-                self._write_params["rp"] = cfg.retention_policy
                 self._measurement_prefix = quote_ident(cfg.retention_policy) + "."
-            if cfg.username:
-                self._auth = httpx.BasicAuth(cfg.username, cfg.password or "")
             self._query_params["db"] = cfg.database
             self._target = f"database {cfg.database!r} at {cfg.url}"
         else:
-            self._write_url = f"{cfg.url}/api/v2/write"
-            self._write_params = {"org": cfg.org, "bucket": cfg.bucket, "precision": cfg.precision}
-            self._headers["Authorization"] = f"Token {cfg.token}"
             self._query_params["db"] = cfg.bucket
             self._target = f"bucket {cfg.bucket!r} (org {cfg.org!r}) at {cfg.url}"
         if cfg.gzip:

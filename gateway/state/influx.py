@@ -22,6 +22,7 @@ import httpx
 
 from gateway.config.models import InfluxV1, InfluxV2
 from gateway.machines import MachineMeta
+from gateway.sinks.influx import write_target
 from gateway.state.events import Event
 from gateway.store import Store
 
@@ -94,28 +95,17 @@ class InfluxWriter:
     def __init__(self, cfg: InfluxV1 | InfluxV2, client: httpx.AsyncClient) -> None:
         self.cfg = cfg
         self.client = client
-        self.headers: dict[str, str] = {}
-        self.auth: httpx.BasicAuth | None = None
-        if isinstance(cfg, InfluxV1):
-            self.url = f"{cfg.url}/write"
-            self.params = {"db": cfg.database, "precision": "n"}
-            if cfg.retention_policy:
-                self.params["rp"] = cfg.retention_policy
-            if cfg.username:
-                self.auth = httpx.BasicAuth(cfg.username, cfg.password or "")
-        else:
-            self.url = f"{cfg.url}/api/v2/write"
-            self.params = {"org": cfg.org, "bucket": cfg.bucket, "precision": "ns"}
-            self.headers["Authorization"] = f"Token {cfg.token}"
+        self.target = write_target(cfg, "ns")  # event, OEE, usage and maintenance lines carry ns timestamps
 
     async def write(self, lines: Sequence[str]) -> bool:
         """True when stored (or rejected for good: those lines are logged and dropped), False to retry."""
         if not lines:
             return True
         try:
-            r = await self.client.post(self.url, params=self.params, headers=self.headers,
+            t = self.target
+            r = await self.client.post(t.url, params=t.params, headers=t.headers,
                                        content="\n".join(lines).encode(), timeout=self.cfg.timeout_s,
-                                       auth=self.auth or httpx.USE_CLIENT_DEFAULT)
+                                       auth=t.auth or httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as err:
             log.debug("events to influxdb: %s", err)
             return False
