@@ -18,6 +18,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from gwkit import running
 from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.mqtt.config import MqttMachine
@@ -150,20 +151,10 @@ machines:
 
 @asynccontextmanager
 async def gateway(cfg: SiteConfig, data_dir: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    rt = Runtime(cfg, SPECS, data_dir=data_dir, tokens={TECH: ("timur", "technician")})
-    stop = asyncio.Event()
-    task = asyncio.create_task(rt.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            await rt.started.wait()
-            while not all(c.is_connected for c in rt.contexts):
-                await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.api_port}",
-                                     headers={"Authorization": f"Bearer {TECH}"}) as api:
-            yield rt, api
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+    async with running(Runtime(cfg, SPECS, data_dir=data_dir, tokens={TECH: ("timur", "technician")})) as rt, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.api_port}",
+                              headers={"Authorization": f"Bearer {TECH}"}) as api:
+        yield rt, api
 
 
 async def until(predicate: Any, timeout_s: float, what: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import gwkit
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -72,15 +73,8 @@ def config(text: str) -> SiteConfig:
 
 @asynccontextmanager
 async def running(cfg: SiteConfig, data_dir: Path) -> AsyncIterator[Runtime]:
-    rt = Runtime(cfg, SPECS, data_dir=data_dir, serve_api=False)
-    stop = asyncio.Event()
-    task = asyncio.create_task(rt.run(stop))
-    try:
-        await until(lambda: rt.started.is_set() and all(c.is_connected for c in rt.contexts), 20, "gateway up")
+    async with gwkit.running(Runtime(cfg, SPECS, data_dir=data_dir, serve_api=False)) as rt:
         yield rt
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 def printers(mosquitto: Mosquitto, influx_url: str, db: str, site: str, data_dir: Path, **kw: object) -> str:

@@ -6,10 +6,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import paho.mqtt.client as mqtt
+from gwkit import running
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config.loader import check_text
@@ -59,20 +60,8 @@ machines:
     return result.config
 
 
-@asynccontextmanager
-async def gateway(cfg: SiteConfig) -> AsyncIterator[Runtime]:
-    rt = Runtime(cfg, SPECS, serve_api=False)
-    stop = asyncio.Event()
-    task = asyncio.create_task(rt.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            await rt.started.wait()
-            while not all(c.is_connected for c in rt.contexts):
-                await asyncio.sleep(0.05)
-        yield rt
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+def gateway(cfg: SiteConfig) -> AbstractAsyncContextManager[Runtime]:
+    return running(Runtime(cfg, SPECS, serve_api=False))
 
 
 def publisher(port: int) -> mqtt.Client:

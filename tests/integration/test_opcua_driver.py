@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gwkit import running
 
 from drivers.opcua.config import OpcuaMachine
 from drivers.opcua.driver import OpcuaDriver
@@ -171,16 +172,8 @@ async def gateway(cfg: SiteConfig) -> AsyncIterator[tuple[Runtime, Tap]]:
 async def _gateway(cfg: SiteConfig, data_dir: Path) -> AsyncIterator[tuple[Runtime, Tap]]:
     rt = Runtime(cfg, SPECS, serve_api=False, data_dir=data_dir)
     tap = Tap(rt)
-    stop = asyncio.Event()
-    task = asyncio.create_task(rt.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            await rt.started.wait()
-            await until(lambda: all(c.is_connected for c in rt.contexts))
+    async with running(rt):
         yield rt, tap
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def until(pred: Callable[[], bool], timeout_s: float = 15.0) -> None:

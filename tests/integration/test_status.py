@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from gwkit import running
 
 from benchmarks.common import SIGNALS_PER_MESSAGE, gateway_yaml, publish
 from gateway.cli import main
@@ -37,13 +38,7 @@ async def test_status_prints_driver_and_sink_tables(tmp_path: Path, mosquitto: M
     result = check_text(text, "status.yaml", SPECS, {"KARTECH_BENCH_TOKEN": "y" * 20})
     assert result.config is not None, result.problems
     rt = Runtime(result.config, SPECS, data_dir=tmp_path, tokens={TOKEN: ("test", "admin")})
-    stop = asyncio.Event()
-    task = asyncio.create_task(rt.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            await rt.started.wait()
-            while not all(c.is_connected for c in rt.contexts):
-                await asyncio.sleep(0.05)
+    async with running(rt):
         sent = await asyncio.to_thread(publish, mosquitto.port, topic=f"bench/{site}", machines=5, publishers=1,
                                        rate=0, seconds=10, count=100)
         readings = sent.sent * SIGNALS_PER_MESSAGE
@@ -56,9 +51,6 @@ async def test_status_prints_driver_and_sink_tables(tmp_path: Path, mosquitto: M
         out = capsys.readouterr().out
         assert await asyncio.to_thread(main, ["status", "--url", url]) == 0
         anonymous = capsys.readouterr().out
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
     assert out.startswith(f"gateway {url} — ok, version ")
     assert "outbox: ok, " in out
