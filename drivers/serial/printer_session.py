@@ -9,6 +9,7 @@ command only as a probe, waiting twice as long after each further loss (up to 2 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -169,6 +170,7 @@ class PrinterSession(SessionBase):
     async def listen(self, seconds: float) -> None:
         """Process unsolicited lines (auto-reports, host actions, errors) for `seconds`."""
         assert self.link is not None
+        await asyncio.sleep(0)  # always yield once: a caller's zero wait must never turn into a busy loop
         deadline = self.clock() + seconds
         while (left := deadline - self.clock()) > 0:
             if self._restarted:
@@ -212,8 +214,14 @@ class PrinterSession(SessionBase):
             if "M78" not in self.unsupported and (now >= next_stats or job_changed):
                 next_stats = now + self.opts.stats_interval_s
                 await self.command("M78")
-            wake = min(next_status, next_stats, next_temp if not self.autoreport else next_status)
-            await self.listen(max(0.0, wake - self.clock()))
+            # only timers that can still fire decide the wake-up: a timer left in the past (a command the
+            # firmware does not know) would make every round return at once and spin without awaiting
+            timers = [next_status]
+            if not self.autoreport:
+                timers.append(next_temp)
+            if "M78" not in self.unsupported:
+                timers.append(next_stats)
+            await self.listen(max(0.0, min(timers) - self.clock()))
 
     async def _status_round(self) -> None:
         if self.model.file_query_supported:

@@ -303,6 +303,31 @@ async def test_prusa_and_klipper(port: Path, printer_factory: Callable[..., Virt
     assert_printer_got_only_read_only_commands(p)
 
 
+@pytest.mark.parametrize("flavour", ["prusa", "klipper"])
+async def test_firmware_without_m78_never_spins_the_event_loop(
+        port: Path, printer_factory: Callable[..., VirtualPrinter], flavour: str) -> None:
+    """Prusa and Klipper answer M78 with "Unknown command": the session must keep awaiting, not busy-loop."""
+    p = printer_factory(flavour=flavour, time_scale=5.0)
+    options = FAST.model_copy(update={"stats_interval_s": 1})
+    worst = 0.0
+    async with running(printer_machine(port, options)) as gw:
+        await gw.wait_for("M78 asked", lambda: any(unnumber(line)[1] == "M78" for line in p.received_lines()),
+                          timeout_s=15)
+        await asyncio.sleep(0.5)  # its "Unknown command" answer has arrived
+        tick = 0.05
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            before = time.monotonic()
+            await asyncio.sleep(tick)
+            worst = max(worst, time.monotonic() - before - tick)
+        temps_after = len(gw.values("nozzle_temp"))
+        await gw.wait_for("more temperatures", lambda: len(gw.values("nozzle_temp")) > temps_after + 1)
+    # a spinning session starves every other task: lag of seconds; a healthy one a few milliseconds
+    assert worst < 0.25, f"event loop held for {worst * 1000:.0f} ms while the firmware refused M78"
+    sent = [unnumber(line)[1] for line in p.received_lines()]
+    assert sent.count("M78") == 1, "an unknown command is asked once, never again"
+
+
 # --- instruments ----------------------------------------------------------------------------------------------
 def balance_machine(port: Path, request: str | None) -> SerialMachine:
     return SerialMachine(
