@@ -9,14 +9,21 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.errors import ConfigError
+from gateway.stopping import Stopper
+
+if TYPE_CHECKING:
+    from drivers.opcua.config import OpcuaMachine
+    from gateway.config.site import SiteConfig
+    from simulators.opcua_lab import OpcuaLab
+    from simulators.serial_lab import SerialLab
 
 log = logging.getLogger("kartech")
 
@@ -32,14 +39,6 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("uvicorn.access", "amqtt", "transitions", "httpx", "asyncua", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _install_stop(stop: asyncio.Event, seconds: float | None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if seconds:
-        loop.call_later(seconds, stop.set)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -79,7 +78,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
+async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, demo: bool) -> int:
     from gateway.config.loader import load
     from gateway.registry import discover
     from gateway.runtime import Runtime
@@ -97,61 +96,98 @@ async def _run(cfg_path: Path, args: argparse.Namespace, *, demo: bool) -> int:
         os.environ.setdefault("KARTECH_DEMO_RUN_DIR", str(data_dir / "serial"))
     cfg = load(cfg_path, specs)
     stop = asyncio.Event()
-    _install_stop(stop, getattr(args, "seconds", None))
+    stopper.install(stop, getattr(args, "seconds", None))
+    lab = None
+    early: list[OpcuaLab | SerialLab] = []  # simulators started before the gateway
     if demo:
+        from drivers.serial.config import SerialMachine
+        from simulators.opcua_lab import OpcuaLab
+        from simulators.serial_lab import SerialLab
+
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": args.port, "host": args.host})})
         token = os.environ.get("KARTECH_ADMIN_TOKEN") or secrets.token_urlsafe(24)
         tokens[token] = ("demo-admin", "admin")
+        # the OPC UA simulators listen on free ports before the gateway starts, and the gateway is pointed at them:
+        # two demos on one machine never read each other's machines
+        opcua_lab = OpcuaLab(opcua_machines(cfg), free_ports=True)
+        await asyncio.to_thread(opcua_lab.start)
+        cfg = with_endpoints(cfg, opcua_lab.endpoints)
+        serial_lab = SerialLab([m for m in cfg.machines if isinstance(m, SerialMachine)])
+        await asyncio.to_thread(serial_lab.start)  # its ports exist before the drivers look for them
+        early = [opcua_lab, serial_lab]
     rt = Runtime(cfg, specs, data_dir=data_dir, tokens=tokens)  # type: ignore[arg-type]
-    lab = None
     if demo:
         from simulators.lab import VirtualLab
 
         def started(rt: Runtime) -> None:
             nonlocal lab
-            lab = VirtualLab(rt.cfg)
+            lab = VirtualLab(rt.cfg, opcua=opcua_lab, serial=serial_lab)
             lab.start()
-            url = f"http://{args.host}:{rt.api_port}/"
-            print(f"\nKartech demo is running: {url}\n  admin token: {next(iter(tokens))}\n"
-                  f"  machines: {len(rt.cfg.machines)} — API: {url}api/v1/machines — docs: {url}docs\n"
-                  "  stop with Ctrl-C\n", flush=True)
             for line in lab.describe():
                 log.info("simulator %s", line)
             from simulators.mqtt_lab import apply_faults, planned_faults
 
             for line in apply_faults(lab.mqtt, planned_faults(DEMO_CONFIG)):
                 log.info("simulator %s", line)
+            url = f"http://{args.host}:{rt.api_port}/"
+            print(f"\nKartech demo is running: {url}\n  admin token: {next(iter(tokens))}\n"
+                  f"  machines: {len(rt.cfg.machines)} — API: {url}api/v1/machines — docs: {url}docs\n"
+                  "  stop with Ctrl-C\n", flush=True)
 
         rt.on_started.append(started)
     rt_stop = asyncio.Event()
 
     async def stop_in_order() -> None:
         await stop.wait()
-        if lab is not None:  # simulators first, so they do not see their broker vanish
-            await asyncio.to_thread(lab.stop)
+        log.info("stopping (%s)", stopper.reason or "requested")
+        if lab is not None:  # the MQTT simulators first: their broker is the gateway's
+            await asyncio.to_thread(lab.stop_mqtt)
         rt_stop.set()
 
-    stopper = asyncio.create_task(stop_in_order())
+    stopper_task = asyncio.create_task(stop_in_order())
     try:
         await rt.run(rt_stop)
     finally:
-        stopped_lab = stopper.done()
-        stopper.cancel()
-        if lab is not None and not stopped_lab:
-            lab.stop()
+        stopper_task.cancel()
+        # the gateway's drivers have stopped: now the machines they read
+        for part in [lab] if lab is not None else early:
+            await asyncio.to_thread(part.stop)
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
     return 0
 
 
+def opcua_machines(cfg: SiteConfig) -> list[OpcuaMachine]:
+    from drivers.opcua.config import OpcuaMachine
+
+    return [m for m in cfg.machines if isinstance(m, OpcuaMachine)]
+
+
+def with_endpoints(cfg: SiteConfig, endpoints: Mapping[str, str]) -> SiteConfig:
+    """The site with OPC UA endpoints replaced (configured endpoint -> where its simulator really listens)."""
+    from drivers.opcua.config import OpcuaMachine
+
+    machines = [m.model_copy(update={"endpoint": endpoints[m.endpoint]})
+                if isinstance(m, OpcuaMachine) and m.endpoint in endpoints else m for m in cfg.machines]
+    return cfg.model_copy(update={"machines": machines})
+
+
+def _until_stopped(run: Callable[[Stopper], Coroutine[Any, Any, int]]) -> int:
+    stopper = Stopper()
+    try:
+        return asyncio.run(run(stopper))
+    finally:
+        stopper.finished()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.data_dir:
         args.data_dir = os.path.abspath(args.data_dir)
-    return asyncio.run(_run(DEMO_CONFIG, args, demo=True))
+    return _until_stopped(lambda stopper: _run(DEMO_CONFIG, args, stopper, demo=True))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(Path(args.config), args, demo=False))
+    return _until_stopped(lambda stopper: _run(Path(args.config), args, stopper, demo=False))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -161,9 +197,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     cfg = load(args.config, discover())
 
-    async def main() -> None:
+    async def main(stopper: Stopper) -> int:
         stop = asyncio.Event()
-        _install_stop(stop, args.seconds)
+        stopper.install(stop, args.seconds)
         lab = VirtualLab(cfg)
         lab.start()
         for line in lab.describe():
@@ -172,9 +208,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             lab.stop()
+        return 0
 
-    asyncio.run(main())
-    return 0
+    return _until_stopped(main)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -81,9 +81,9 @@ class LiveHub:
             m = self._m.get(r.machine)
             if m is None:
                 continue
-            prev = m.signals.get(r.signal)
-            if prev is None or r.source_ns >= prev.ts_ns:
-                m.signals[r.signal] = SignalValue(r.value, r.unit, r.source_ns, r.quality)
+            # the latest *received* reading is the live value: a source clock that jumped ahead (or back) can
+            # never freeze a signal
+            m.signals[r.signal] = SignalValue(r.value, r.unit, r.source_ns, r.quality)
             if m.last_seen_ns is None or r.receive_ns > m.last_seen_ns:
                 m.last_seen_ns = r.receive_ns
             per_machine.setdefault(r.machine, []).append(r)

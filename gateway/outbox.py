@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gateway.errors import KartechError
-from gateway.reading import Quality, Reading
+from gateway.reading import Quality, Reading, storable
 from gateway.sinks.base import Rejected
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ class Outbox:
         def _insert() -> None:
             self._require_db().executemany(
                 "INSERT INTO dead_letters (sink, at_ns, reason, line, readings) VALUES (?, ?, ?, ?, ?)",
-                [(sink, now, r.reason, r.line, encode(r.readings)) for r in rejected])
+                [(sink, now, storable(r.reason), storable(r.line), encode(r.readings)) for r in rejected])
 
         await self._run(_insert)
         self.dead_lettered[sink] += sum(len(r.readings) for r in rejected)

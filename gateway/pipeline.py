@@ -23,8 +23,8 @@ from gateway.errors import SinkConfigError
 from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox, OutboxError
-from gateway.reading import Reading
-from gateway.sinks.base import Sink, SinkRetry
+from gateway.reading import Reading, storable
+from gateway.sinks.base import Rejected, Sink, SinkRetry, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -197,19 +197,23 @@ class SinkWorker:
                 await asyncio.sleep(delay)
                 continue
             except Exception as err:
-                delay = self.backoff.next()
-                log.exception("sink %s: unexpected error", name)
-                self._failing(f"{type(err).__name__}: {err}", delay)
-                await asyncio.sleep(delay)
-                continue
+                # not a bad moment but something in the data the sink cannot take (a string SQLite refuses, a
+                # number out of range...): find the reading(s) by splitting; they go to dead letters, the rest land
+                log.warning("sink %s failed on a batch of %d readings (%s: %s); isolating what it cannot store",
+                            name, len(readings), type(err).__name__, err, extra={"sink": name})
+                result = await self._isolate(readings)
             self.metrics.inc("sink_batch_seconds_sum", time.perf_counter() - t0, sink=name)
             self.metrics.inc("sink_batch_seconds_count", 1, sink=name)
             self.metrics.inc("readings_written_total", result.written, sink=name)
             if result.rejected:
-                await self.outbox.dead_letter(name, result.rejected)
+                try:
+                    await self.outbox.dead_letter(name, result.rejected)
+                except Exception as err:  # the disk refuses even that: say so, and go on with the good data
+                    log.error("sink %s: %d rejected reading(s) could not be kept in dead_letters: %s", name,
+                              sum(len(r.readings) for r in result.rejected), err, extra={"sink": name})
                 for rej in result.rejected:
                     log.error("sink %s rejected %d reading(s), kept in dead_letters: %s — line: %.200s", name,
-                              len(rej.readings), rej.reason, rej.line, extra={"sink": name})
+                              len(rej.readings), storable(rej.reason), storable(rej.line), extra={"sink": name})
             if self.state != "ok":
                 if self.state == "failing":
                     log.info("sink %s recovered", name, extra={"sink": name})
@@ -217,6 +221,30 @@ class SinkWorker:
                 self.last_error = ""
             self.backoff.reset()
             return
+
+    async def _isolate(self, readings: list[Reading]) -> WriteResult:
+        """Write halves until every reading the sink fails on is alone: those are rejected with the error; a
+        transient failure meanwhile (SinkRetry) is retried as usual."""
+        out = WriteResult(0)
+        halves = [readings] if len(readings) == 1 else [readings[: len(readings) // 2], readings[len(readings) // 2:]]
+        for half in halves:
+            while True:
+                try:
+                    got = await self.sink.write(half)
+                except (SinkRetry, SinkConfigError) as err:
+                    delay = self.backoff.next()
+                    self._failing(str(err), delay)
+                    await asyncio.sleep(delay)
+                    continue
+                except Exception as err:
+                    if len(half) > 1:
+                        got = await self._isolate(half)
+                    else:
+                        got = WriteResult(0, [Rejected((half[0],), "", f"{type(err).__name__}: {err}")])
+                break
+            out.written += got.written
+            out.rejected += got.rejected
+        return out
 
     def _failing(self, error: str, delay: float, level: int = logging.WARNING) -> None:
         self.metrics.inc("sink_retries_total", sink=self.sink.name)
@@ -242,6 +270,7 @@ class Pipeline:
     _pending_readings: int = 0
     _dropped_unreported: int = 0
     _dropped_reported_at: float | None = None
+    _live_error_logged_at: float | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.2, cap_s=10.0))
     state: str = "ok"
     last_error: str = ""
@@ -277,12 +306,24 @@ class Pipeline:
         for b in batches:
             if b.readings:
                 # one live update per driver batch: alert rules see every value a machine sent, not only the last
-                self.live.update(b.readings)
+                try:
+                    self.live.update(b.readings)
+                except Exception:  # a bug downstream of the live view must never stop telemetry being stored
+                    self._live_failed(b)
                 received[b.driver] = received.get(b.driver, 0) + len(b.readings)
                 self._pending_readings += len(b.readings)
         for driver, n in received.items():
             self.metrics.inc("readings_received_total", n, driver=driver)
         self._pending += batches
+
+    def _live_failed(self, batch: Batch) -> None:
+        self.metrics.inc("live_update_errors_total", driver=batch.driver)
+        now = time.monotonic()
+        if self._live_error_logged_at is None or now - self._live_error_logged_at >= DROP_REPORT_INTERVAL_S:
+            self._live_error_logged_at = now
+            log.exception("live view, state engine or alert rules failed on %d reading(s) from %s (machine %s); "
+                          "the readings are stored all the same", len(batch.readings), batch.driver,
+                          batch.readings[0].machine)
 
     async def _commit(self) -> bool:
         readings = [r for b in self._pending for r in b.readings]

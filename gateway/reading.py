@@ -36,3 +36,15 @@ class Reading:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def storable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (a lone surrogate from JSON's "\\ud800") escaped as \\udXXX, so that
+    SQLite, a log line or an HTTP body can always take it."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -31,6 +31,7 @@ from gateway.sinks.history import LocalHistory
 from gateway.sinks.influx import InfluxSink
 from gateway.state.operations import Operations
 from gateway.supervisor import DriverContext, supervise
+from gateway.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,12 @@ def describe_metrics(metrics: Metrics) -> None:
         ("bad_input_total", "counter", "Messages or values skipped as bad input, by reason."),
         ("driver_connected", "gauge", "1 while the driver is connected."),
         ("driver_reconnects_total", "counter", "Recoveries after a lost connection."),
+        ("driver_restarts_total", "counter", "Restarts of a driver after its code failed (task, thread, callback)."),
         ("sink_queue_readings", "gauge", "Readings waiting for a sink."),
         ("ingest_queue_readings", "gauge", "Readings waiting between drivers and sinks."),
         ("sink_retries_total", "counter", "Batches a sink failed to take and that are retried."),
+        ("live_update_errors_total", "counter", "Batches the live view, state engine or alert rules failed on "
+         "(the readings were stored all the same)."),
         ("sink_batch_seconds_sum", "counter", "Time spent writing batches that succeeded."),
         ("sink_batch_seconds_count", "counter", "Batches written."),
     ):
@@ -95,6 +99,8 @@ class Runtime:
         self.started = asyncio.Event()
         self.started_at = time.time()
         self.on_started: list[Callable[[Runtime], None]] = []
+        self.watchdog = LoopWatchdog(self.metrics, threshold_s=cfg.health.loop_lag_threshold_s,
+                                     for_s=cfg.health.loop_lag_for_s)
 
     # --- start-up ------------------------------------------------------------------------------------------
     async def _start_brokers(self) -> None:
@@ -142,13 +148,22 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         pipe = self.pipeline.health() if self.pipeline else {"sinks": {}, "outbox": {}}
         sinks = pipe["sinks"]
-        drivers = {c.name: {"connected": c.is_connected, "last_error": c.last_error} for c in self.contexts}
-        degraded = (any(s["state"] == "failing" for s in sinks.values())
-                    or any(not d["connected"] for d in drivers.values())
-                    or pipe["outbox"].get("state", "ok") != "ok"
-                    or bool(self.ops_error))
+        drivers = {c.name: {"connected": c.is_connected and not c.stalled(), "stalled": c.stalled(),
+                            "restarts": c.restarts, "last_error": c.last_error}
+                   for c in self.contexts}
+        reasons = [f"driver {n}: {'stalled: connected but delivering nothing' if d['stalled'] else 'not connected'}"
+                   for n, d in drivers.items() if not d["connected"]]
+        reasons += [f"sink {n}: failing" for n, s in sinks.items() if s["state"] == "failing"]
+        if pipe["outbox"].get("state", "ok") != "ok":
+            reasons.append(f"outbox: {pipe['outbox']['state']}")
+        if self.ops_error:
+            reasons.append("operations: business store unavailable")
+        if self.watchdog.degraded_reason:
+            reasons.append(self.watchdog.degraded_reason)
         return {
-            "status": "degraded" if degraded else "ok",
+            "status": "degraded" if reasons else "ok",
+            **({"reasons": reasons} if reasons else {}),
+            "event_loop_lag_ms": round(self.watchdog.lag_s() * 1000, 1),
             "version": __version__,
             "site": self.cfg.site.id,
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -210,8 +225,13 @@ class Runtime:
             if storage.influxdb is not None:  # the gateway's own health, for the Grafana "Gateway health" dashboard
                 writer = SelfMetricsWriter(self.metrics, storage.influxdb, site=self.cfg.site.id)
                 tasks.append(asyncio.create_task(writer.run(), name="self-metrics"))
+            tasks.append(asyncio.create_task(self.watchdog.run(), name="loop-watchdog"))
+            expected = {m.id: m.expected_interval_s for m in self.cfg.machines}
             for driver in self._drivers():
-                ctx = DriverContext(driver, ingest, self.live, self.metrics)
+                quiet_s = min((expected[mid] for mid in driver.machine_ids if mid in expected), default=None)
+                ctx = DriverContext(driver, ingest, self.live, self.metrics, timestamps=self.cfg.timestamps,
+                                    stall_after_s=None if quiet_s is None else
+                                    max(3 * quiet_s, self.cfg.state.stale_min_s))
                 self.contexts.append(ctx)
                 tasks.append(asyncio.create_task(supervise(driver, ctx), name=f"driver:{driver.name}"))
             if self.serve_api:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.reading import storable
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -101,6 +103,23 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 Row = sqlite3.Row
 
 
+def _storable(params: Sequence[Any]) -> list[Any]:
+    # a text a machine sent (a job name, a value in a message) may hold what UTF-8 cannot encode: kept escaped
+    return [storable(p) if type(p) is str else p for p in params]
+
+
+class Tx:
+    """The connection inside a transaction; every text parameter is made storable."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, _storable(params))
+
+
 class Store:
     """One SQLite database file; thread-safe through a single lock."""
 
@@ -119,12 +138,12 @@ class Store:
                          (str(SCHEMA_VERSION),))
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Tx]:
         """All statements inside commit together (or not at all)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield Tx(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -133,7 +152,7 @@ class Store:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the id of an inserted row (or the number of changed rows for others)."""
         with self._lock:
-            cur = self._db.execute(sql, params)
+            cur = self._db.execute(sql, _storable(params))
             return cur.lastrowid if sql.lstrip().upper().startswith("INSERT") and cur.lastrowid else cur.rowcount
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:

@@ -1,4 +1,10 @@
-"""Runs each driver forever: retries with capped jittered backoff, logs once on loss and once on recovery."""
+"""Runs each driver forever: retries with capped jittered backoff, logs once on loss and once on recovery.
+
+Every driver is a fault boundary. Whatever its code raises — in its task, in a library thread such as paho's
+network loop (through `DriverContext.fault_threadsafe` or `guard`), in a callback — restarts that driver alone,
+counted in `driver_restarts_total` and shown in health; no other driver notices. Readings cross the boundary only
+through `emit`, where source timestamps the gateway's clock cannot believe are handled by the site's policy.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
 
 from gateway.backoff import Backoff
+from gateway.config.models import Timestamps
 from gateway.driver import Ack, Driver
 from gateway.errors import DriverUnavailable
 from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestQueue
-from gateway.reading import Reading
+from gateway.reading import Reading, now_ns
 
 log = logging.getLogger(__name__)
 
 BAD_INPUT_LOG_INTERVAL_S = 60.0
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class DriverFault(Exception):
+    """A driver failed in a place the supervisor does not run (a library thread, a callback)."""
 
 
 class DriverContext:
     """Everything a driver may touch: emit readings, count bad input, report connection state."""
 
     def __init__(self, driver: Driver, ingest: IngestQueue, live: LiveHub, metrics: Metrics, *,
-                 backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
+                 timestamps: Timestamps | None = None, stall_after_s: float | None = None) -> None:
         self.name = driver.name
         self.machine_ids = tuple(driver.machine_ids)
         self._ingest = ingest
@@ -39,7 +54,19 @@ class DriverContext:
         self._bad_lock = threading.Lock()
         self._bad_logged: dict[str, tuple[float, int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._fault: asyncio.Future[None] | None = None
+        self.restarts = 0
+        # a connected driver that delivers nothing for this long while its machines are expected to report is
+        # stalled (None: never)
+        self.stall_after_s = stall_after_s
+        self.last_delivery = clock()
+        self.connected_at = clock()
+        ts = timestamps or Timestamps()
+        self._ahead_ns = int(ts.max_ahead_s * 1e9)
+        self._age_ns = int(ts.max_age_s * 1e9)
+        self._reject_bad_time = ts.policy == "reject"
         metrics.set("driver_connected", 0, driver=self.name)
+        metrics.set("driver_restarts_total", 0, driver=self.name)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -47,11 +74,38 @@ class DriverContext:
     # --- data ----------------------------------------------------------------------------------------------
     async def emit(self, readings: Sequence[Reading], ack: Ack | None = None) -> None:
         """Hand readings to the pipeline; waits while the pipeline is full (back-pressure)."""
+        if readings:
+            readings = self._checked_times(readings)
+            self.last_delivery = self._clock()
         await self._ingest.put(readings, ack, self.name)
 
     def emit_blocking(self, readings: Sequence[Reading], ack: Ack | None = None) -> None:
         """Same as `emit`, from a library's own thread (e.g. paho's network loop); blocks while full."""
+        if readings:
+            readings = self._checked_times(readings)
+            self.last_delivery = self._clock()
         self._ingest.put_blocking(readings, ack, self.name)
+
+    def _checked_times(self, readings: Sequence[Reading]) -> Sequence[Reading]:
+        """Apply the timestamp policy: a source time too far ahead or too old is never taken as it is."""
+        now = now_ns()
+        latest, earliest = now + self._ahead_ns, now - self._age_ns
+        if all(earliest <= r.source_ns <= latest for r in readings):
+            return readings  # the usual case: nothing to copy
+        out: list[Reading] = []
+        for r in readings:
+            if earliest <= r.source_ns <= latest:
+                out.append(r)
+                continue
+            ahead = r.source_ns > latest
+            shift_s = (r.source_ns - now) / 1e9
+            self.bad_input("timestamp_ahead" if ahead else "timestamp_too_old", r.machine,
+                           f"signal {r.signal!r}: source time {'+' if ahead else ''}{shift_s:.0f} s from the gateway's "
+                           f"clock; {'dropped' if self._reject_bad_time else 'stamped with the receive time'} "
+                           "(timestamps.policy)")
+            if not self._reject_bad_time:
+                out.append(Reading(r.machine, r.signal, r.value, r.unit, r.quality, r.receive_ns, r.receive_ns))
+        return out
 
     def bad_input(self, reason: str, machine: str | None, detail: str) -> None:
         """Count a message or line that could not be used; log it at most once a minute per reason."""
@@ -100,17 +154,78 @@ class DriverContext:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.connected, machine_ids)
 
+    def stalled(self) -> bool:
+        """Connected, but nothing delivered for longer than its machines are expected to stay quiet."""
+        if self.stall_after_s is None or not self.is_connected:
+            return False
+        now = self._clock()
+        return now - max(self.last_delivery, self.connected_at) > self.stall_after_s
+
+    # --- faults --------------------------------------------------------------------------------------------
+    def fault(self, err: BaseException) -> None:
+        """The driver failed outside its task: the supervisor restarts it (call on the event loop thread)."""
+        if self._fault is not None and not self._fault.done():
+            self._fault.set_exception(DriverFault(f"{type(err).__name__}: {err}").with_traceback(err.__traceback__))
+
+    def fault_threadsafe(self, err: BaseException) -> None:
+        """`fault` from a library's own thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.fault, err)
+
+    def guard(self, fn: Callable[P, R]) -> Callable[P, R | None]:
+        """Wrap a callback a library calls from its own thread: whatever it raises restarts this driver instead
+        of killing the library's thread (paho's network loop dies on an exception in a callback)."""
+
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                log.error("%s: %s failed in a library callback: %s: %s; restarting the driver", self.name,
+                          getattr(fn, "__name__", "callback"), type(err).__name__, err, exc_info=err,
+                          extra={"driver": self.name})
+                self.fault_threadsafe(err)
+                return None
+
+        return guarded
+
+    def _arm(self) -> asyncio.Future[None]:
+        assert self._loop is not None
+        self._fault = self._loop.create_future()
+        return self._fault
+
 
 async def supervise(driver: Driver, ctx: DriverContext) -> None:
-    """Run `driver` until cancelled, restarting it after every failure."""
+    """Run `driver` until cancelled, restarting it after every failure, wherever the failure happened."""
     ctx.bind_loop(asyncio.get_running_loop())
     while True:
+        ctx.connected_at = ctx._clock()
         try:
-            await driver.run(ctx)
+            await _run_once(driver, ctx)
             return
         except DriverUnavailable as err:
             ctx.disconnected(str(err))
         except Exception as err:  # a driver bug must not take the gateway down; it is logged in full
-            log.exception("%s failed unexpectedly", ctx.name, extra={"driver": ctx.name})
+            if not isinstance(err, DriverFault):
+                log.exception("%s failed unexpectedly", ctx.name, extra={"driver": ctx.name})
+            ctx.restarts += 1
+            ctx._metrics.inc("driver_restarts_total", driver=ctx.name)
             ctx.disconnected(f"{type(err).__name__}: {err}")
         await asyncio.sleep(ctx.backoff.next())
+
+
+async def _run_once(driver: Driver, ctx: DriverContext) -> None:
+    """One run of the driver; a fault reported from another thread ends it like an exception in the task."""
+    fault = ctx._arm()
+    task = asyncio.create_task(driver.run(ctx), name=f"driver-run:{ctx.name}")
+    try:
+        await asyncio.wait({task, fault}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            # the driver cleans up (closes its socket, stops its thread) before it is started again
+            await asyncio.gather(task, return_exceptions=True)
+    if fault.done():
+        fault.result()  # raises the DriverFault
+    else:
+        fault.cancel()
+    task.result()

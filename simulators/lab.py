@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class VirtualLab:
-    def __init__(self, cfg: SiteConfig, *, seed: int = 1) -> None:
+    def __init__(self, cfg: SiteConfig, *, seed: int = 1, opcua: OpcuaLab | None = None,
+                 serial: SerialLab | None = None) -> None:
+        """`opcua`, `serial`: simulators already built and started for this site (the demo starts them before the
+        gateway, so that its drivers find them at once); `start()` starts only the parts built here."""
         self.cfg = cfg
         self.mqtt: list[MqttLab] = []
         for broker in cfg.mqtt.brokers:
@@ -29,18 +32,27 @@ class VirtualLab:
                 host = "127.0.0.1" if broker.host in ("0.0.0.0", "::") else broker.host
                 self.mqtt.append(MqttLab(machines, site_id=cfg.site.id, host=host, port=broker.port, seed=seed,
                                          username=broker.username, password=broker.password))
-        self.opcua = OpcuaLab([m for m in cfg.machines if isinstance(m, OpcuaMachine)], seed=seed)
-        self.serial = SerialLab([m for m in cfg.machines if isinstance(m, SerialMachine)], seed=seed)
+        self._mqtt_stopped = False
+        self._started_elsewhere = {id(x) for x in (opcua, serial) if x is not None}
+        self.opcua = opcua or OpcuaLab([m for m in cfg.machines if isinstance(m, OpcuaMachine)], seed=seed)
+        self.serial = serial or SerialLab([m for m in cfg.machines if isinstance(m, SerialMachine)], seed=seed)
 
     def start(self) -> None:
         for lab in self.mqtt:
             lab.start()
-        self.opcua.start()
-        self.serial.start()
+        for part in (self.opcua, self.serial):
+            if id(part) not in self._started_elsewhere:
+                part.start()
 
-    def stop(self) -> None:
+    def stop_mqtt(self) -> None:
+        """Stop the MQTT simulators alone (first, when their broker is about to go away with the gateway)."""
         for lab in self.mqtt:
             lab.stop()
+        self._mqtt_stopped = True
+
+    def stop(self) -> None:
+        if not self._mqtt_stopped:
+            self.stop_mqtt()
         self.opcua.stop()
         self.serial.stop()
 

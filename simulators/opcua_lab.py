@@ -21,7 +21,10 @@ SIMULATED_KINDS: tuple[Kind, ...] = ("cnc", "furnace")
 
 
 class OpcuaLab:
-    def __init__(self, machines: Sequence[OpcuaMachine], *, seed: int = 1, interval_s: float = 0.5) -> None:
+    def __init__(self, machines: Sequence[OpcuaMachine], *, seed: int = 1, interval_s: float = 0.5,
+                 free_ports: bool = False) -> None:
+        """`free_ports`: listen on ports the system picks instead of the configured ones; `endpoints` then maps
+        each configured endpoint to the real one, once started."""
         by_endpoint: dict[tuple[str, int], list[OpcuaMachine]] = {}
         for m in machines:
             url = urlparse(m.endpoint)
@@ -33,16 +36,23 @@ class OpcuaLab:
             by_endpoint.setdefault((url.hostname or "127.0.0.1", url.port or 4840), []).append(m)
         self.servers = [
             OpcuaSimServer([(m.id, "cnc" if m.kind == "cnc" else "furnace") for m in ms],
-                           host="127.0.0.1" if host == "localhost" else host, port=port, seed=seed,
+                           host="127.0.0.1" if host == "localhost" else host, port=0 if free_ports else port,
+                           seed=seed,
                            interval_s=interval_s)
             for (host, port), ms in by_endpoint.items()
         ]
         self._ids = {id(s): [m.id for m in ms] for s, ms in zip(self.servers, by_endpoint.values(), strict=True)}
+        self._configured = {id(s): sorted({m.endpoint for m in ms})
+                            for s, ms in zip(self.servers, by_endpoint.values(), strict=True)}
+        self.endpoints: dict[str, str] = {}  # configured endpoint -> where its simulator listens (once started)
 
     def start(self) -> None:
         for s in self.servers:
+            if s.running:
+                continue
             try:
-                s.start()
+                real = s.start()
+                self.endpoints.update(dict.fromkeys(self._configured[id(s)], real))
             except OSError as err:
                 log.error("OPC UA simulator for %s cannot listen on %s (%s); free the port or change the "
                           "machines' endpoint in the site file", ", ".join(self._ids[id(s)]), s.endpoint, err)

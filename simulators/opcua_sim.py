@@ -154,6 +154,10 @@ class OpcuaSimServer:
 
     # --- control (from any thread) -------------------------------------------------------------------------
     @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
     def endpoint(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}"
 

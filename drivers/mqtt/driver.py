@@ -13,6 +13,7 @@ PUBACK with its own `send`. `_Client` reads the socket in 64 KiB chunks and pars
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import struct
@@ -36,6 +37,7 @@ from gateway.supervisor import DriverContext
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 2.0
 RECEIVE_MAXIMUM = 65535  # MQTT 5: how many unacknowledged QoS 1 messages the broker may send us
 READ_CHUNK = 65536
 MAX_PACKETS_PER_READ = 2000  # then paho sends (acks, pings) before reading on
@@ -187,13 +189,21 @@ class MqttDriver:
             loop.call_soon_threadsafe(lost.set)
 
         def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            readings = decoder.decode(msg.topic, msg.payload, time.time_ns())
+            try:
+                readings = decoder.decode(msg.topic, msg.payload, time.time_ns())
+            except Exception as err:  # whatever one message does (RecursionError from nested JSON, say), it is
+                # bad input: counted, acknowledged below and dropped, never redelivered forever
+                routes = self.router.routes(msg.topic)
+                ctx.bad_input("undecodable", routes[0][0].machine if routes else None,
+                              f"{msg.topic!r}: {type(err).__name__}: {str(err)[:120]}")
+                readings = []
             ack = _Acker(acks, msg.mid) if msg.qos == 1 else _Qos2Acker(c, msg.mid) if msg.qos == 2 else None
             ctx.emit_blocking(readings, ack)
 
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
+        # an exception in a callback would kill paho's network thread silently: it restarts the driver instead
+        client.on_connect = ctx.guard(on_connect)
+        client.on_disconnect = ctx.guard(on_disconnect)
+        client.on_message = ctx.guard(on_message)
 
         props: Properties | None = None
         if v5:
@@ -208,7 +218,18 @@ class MqttDriver:
             )
         except (OSError, ssl.SSLError, ValueError) as err:
             raise DriverUnavailable(f"cannot connect to broker {self.host}:{self.port}: {err}") from err
-        client.loop_start()
+        def network() -> None:
+            """paho's network loop in a thread of ours: if it dies, for any reason, the driver restarts."""
+            try:
+                client.loop_forever(retry_first_connection=True)
+            except BaseException as err:
+                ctx.fault_threadsafe(err)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the event loop is closed: the gateway has stopped
+                    loop.call_soon_threadsafe(lost.set)
+
+        thread = threading.Thread(target=network, name=f"paho {self.name}", daemon=True)
+        thread.start()
         try:
             try:
                 await asyncio.wait_for(connected, CONNECT_TIMEOUT_S)
@@ -222,7 +243,7 @@ class MqttDriver:
             raise DriverUnavailable(f"lost connection to broker {self.host}:{self.port}: "
                                     f"{lost_reason[-1] if lost_reason else 'unknown reason'}")
         finally:
-            await asyncio.to_thread(_stop, client)
+            await asyncio.to_thread(_stop, client, thread)
 
 
 class _Acker:
@@ -260,6 +281,12 @@ def _settle(fut: asyncio.Future[None], error: str | None) -> None:
         fut.set_exception(DriverUnavailable(error))
 
 
-def _stop(client: mqtt.Client) -> None:
+def _stop(client: mqtt.Client, thread: threading.Thread) -> None:
     client.disconnect()
-    client.loop_stop()
+    thread.join(STOP_TIMEOUT_S)
+    if thread.is_alive():  # blocked in a socket call: closing the socket ends it
+        with contextlib.suppress(Exception):
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        thread.join(STOP_TIMEOUT_S)

@@ -15,6 +15,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
@@ -192,7 +193,7 @@ async def apply_security(client: Client, endpoint: str, security: Security, iden
                          timeout_s: float, *, warn_insecure: bool = True) -> None:
     """Configure `client` for the machine's policy, mode and identity. Raises DriverUnavailable."""
     if security.policy == "None":
-        if warn_insecure:
+        if warn_insecure and not _loopback(endpoint):  # nothing crosses a network on loopback: nothing to act on
             log.warning("%s: connecting to %s with security policy None (no signing, no encryption), as "
                         "configured", who, endpoint, extra={"driver": who})
     else:
@@ -244,3 +245,11 @@ async def apply_security(client: Client, endpoint: str, security: Security, iden
             await client.load_private_key(identity.private_key)
         except (OSError, ValueError) as err:
             raise DriverUnavailable(f"cannot load the user certificate {identity.certificate}: {err}") from err
+
+
+def _loopback(endpoint: str) -> bool:
+    host = urlparse(endpoint).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -17,7 +17,6 @@ transaction as the alert, so a restart neither loses nor repeats them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from gateway.errors import KartechError
 from gateway.notify.routing import routes
 from gateway.state.events import Event
 from gateway.state.model import iso
-from gateway.store import Row, Store
+from gateway.store import Row, Store, Tx
 
 NS = 1_000_000_000
 STATES = ("active_unacknowledged", "acknowledged", "cleared_unacknowledged", "shelved", "suppressed", "closed")
@@ -147,7 +146,7 @@ class AlertBook:
             self.publish({"type": "alert", "transition": transition, "alert": alert})
         return alert
 
-    def _notify(self, db: sqlite3.Connection, row: Row, transition: str, now_ns: int) -> int:
+    def _notify(self, db: Tx, row: Row, transition: str, now_ns: int) -> int:
         """Queue notifications for this transition (respecting the flood window); how many were queued."""
         targets = routes(self.channels, severity=row["severity"], lab=row["lab"], transition=transition)
         if not targets:
@@ -239,7 +238,7 @@ class AlertBook:
             row = self._return(db, row, now_ns, "shelved_until_ns = NULL")
         return self._after(row, "unshelved" if row["closed_ns"] is None else "closed", now_ns, by=by)
 
-    def _return(self, db: sqlite3.Connection, row: Row, now_ns: int, change: str) -> Row:
+    def _return(self, db: Tx, row: Row, now_ns: int, change: str) -> Row:
         """Back from shelved or suppressed: closed if it cleared meanwhile, else shown (and notified) again."""
         closes = not row["active"]
         db.execute(f"UPDATE alerts SET {change}, closed_ns = ? WHERE id = ?",  # noqa: S608 - fixed fragments
@@ -274,7 +273,7 @@ class AlertBook:
                                "AND shelved_until_ns <= ?", (now_ns,))
         return [self.unshelve(r["id"], now_ns=now_ns, by="auto") for r in due]
 
-    def _open(self, db: sqlite3.Connection, alert_id: int) -> Row:
+    def _open(self, db: Tx, alert_id: int) -> Row:
         row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         if row is None:
             raise AlertNotFound(f"no alert {alert_id}; GET /api/v1/alerts lists them")

@@ -117,6 +117,27 @@ class Storage(Strict):
     )
 
 
+class Timestamps(Strict):
+    """What to do with a source timestamp the gateway's clock cannot believe (a device clock that is wrong)."""
+
+    max_ahead_s: float = Field(default=300.0, gt=0, description="A source time more than this far ahead of the "
+                               "gateway's clock is not believed.")
+    max_age_s: float = Field(default=7 * 86_400.0, gt=0, description="A source time older than this when it "
+                             "arrives is not believed (a device clock reset to 1970 or 2000, say).")
+    policy: Literal["receive_time", "reject"] = Field(
+        default="receive_time", description="receive_time: keep the value, stamped with when the gateway received "
+        "it; reject: drop the reading. Either way it is counted in bad_input_total by reason.")
+
+
+class Health(Strict):
+    """When the gateway says it is degraded because of itself."""
+
+    loop_lag_threshold_s: float = Field(default=0.25, gt=0, description="Event-loop lag above this (something "
+                                        "held the loop instead of awaiting) counts as a problem.")
+    loop_lag_for_s: float = Field(default=10.0, ge=0, description="How long the lag must last before "
+                                  "health says degraded, with the reason.")
+
+
 class TlsOptions(Strict):
     ca_file: str | None = Field(default=None, description="CA bundle that signed the broker certificate.")
     cert_file: str | None = Field(default=None, description="Client certificate (for brokers that require one).")

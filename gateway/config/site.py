@@ -8,7 +8,16 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, create_model
 
-from gateway.config.models import ApiSection, MachineBase, MqttSection, SiteSection, Storage, Strict
+from gateway.config.models import (
+    ApiSection,
+    Health,
+    MachineBase,
+    MqttSection,
+    SiteSection,
+    Storage,
+    Strict,
+    Timestamps,
+)
 from gateway.config.ops import AlertsSection, MaintenanceSection, NotificationsSection, ShiftsSection, StateSection
 from gateway.driver import DriverSpec
 
@@ -29,6 +38,9 @@ class SiteConfig(Strict):
                                             description="Maintenance plans, due by real usage.")
     shifts: ShiftsSection = Field(default_factory=ShiftsSection, description="Shifts and planned downtime, "
                                   "for OEE.")
+    timestamps: Timestamps = Field(default_factory=Timestamps, description="Source timestamps the gateway's clock "
+                                   "cannot believe.")
+    health: Health = Field(default_factory=Health, description="When the gateway reports itself degraded.")
 
     def machine(self, machine_id: str) -> MachineBase:
         for m in self.machines:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from gateway.errors import SinkConfigError
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
-from gateway.reading import Quality, Reading, Value
+from gateway.reading import Quality, Reading, Value, storable
 from gateway.sinks.base import HistoryRow, Rejected, SinkRetry, WriteResult
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ Row = tuple[str, str, int, Value, str | None, str]
 def _row(r: Reading) -> Row | str:
     """The table row of a reading, or why it cannot be stored."""
     v = r.value
+    if not _INT_MIN <= r.source_ns <= _INT_MAX:
+        return f"signal {r.signal!r}: timestamp {r.source_ns} ns is out of the 64-bit range"
     if r.quality is Quality.BAD or v is None:
         return (r.machine, r.signal, r.source_ns, None, None, r.quality.value)
     if type(v) is float:
@@ -59,6 +61,8 @@ def _row(r: Reading) -> Row | str:
             return f"signal {r.signal!r}: integer {v} is out of the 64-bit range"
         vtype = "i"
     elif type(v) is str:
+        if not v.isascii() and storable(v) is not v:
+            return f"signal {r.signal!r}: string {v[:40]!r} holds a lone surrogate, which is not UTF-8"
         vtype = "s"
     else:
         return f"signal {r.signal!r}: value type {type(v).__name__} is not supported"

@@ -217,3 +217,86 @@ async def test_the_live_hub_sees_every_machine_update(tmp_path: Path, arrivals: 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await outbox.close()
+
+
+class PoisonedSink(FakeSink):
+    """Raises an unexpected error (not SinkRetry) on any batch holding a reading with the value 13, as a sink
+    whose library chokes on one value does; meanwhile it is briefly unreachable once."""
+
+    name = "history"
+
+    async def write(self, readings: Sequence[Reading]) -> WriteResult:
+        self.attempts += 1
+        if self.attempts == 3:
+            raise SinkRetry("locked for a moment")
+        if any(r.value == 13.0 for r in readings):
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        self.written += readings
+        return WriteResult(len(readings))
+
+
+async def test_a_poison_reading_goes_to_dead_letters_and_the_rest_of_its_batch_lands(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path, ["history"], max_bytes=1 << 30)
+    await outbox.open()
+    sink = PoisonedSink()
+    metrics = Metrics()
+    worker = SinkWorker(sink, outbox, metrics, batch_size=100, flush_interval_s=0.01, memory_readings=1000,
+                        backoff=NoSleepBackoff())
+    poison = Reading("fdm-01", "nozzle_temp", 13.0, "degC", Quality.GOOD, 7, 7)
+    batch = [reading(i) for i in range(6)] + [poison] + [reading(i) for i in range(6, 11)]
+    seq = await outbox.append(batch)
+    worker.committed(seq, batch)
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: outbox.cursors["history"] == seq)
+        assert sorted(r.value for r in sink.written) == sorted(r.value for r in batch if r is not poison)
+        assert len(sink.written) == 11  # nothing twice, even across the transient failure
+        (dead,) = await outbox.dead_letters("history")
+        assert dead["reason"] == "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800' in position 0: " \
+                                 "surrogates not allowed"
+        assert sink.attempts < 12  # isolated by halving, not retried forever
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await outbox.close()
+    # a restart finds nothing left to write: the poison does not come back
+    again = Outbox(path, ["history"], max_bytes=1 << 30)
+    await again.open()
+    try:
+        assert again.queued_readings("history") == 0
+    finally:
+        await again.close()
+
+
+async def test_a_failing_live_listener_never_stops_readings_being_committed(tmp_path: Path) -> None:
+    class Broken:
+        def machine_updated(self, machine: object, readings: object, now_ns: int) -> None:
+            raise RuntimeError("a bug in an alert rule")
+
+        def ticked(self, machines: object, now_ns: int) -> None:
+            return None
+
+        def event(self, event: object) -> None:
+            return None
+
+    outbox = Outbox(tmp_path / "outbox.sqlite", ["influxdb"], max_bytes=1 << 30)
+    await outbox.open()
+    live = LiveHub([META])
+    live.add_listener(Broken())  # type: ignore[arg-type]
+    ingest = IngestQueue(1000)
+    metrics = Metrics()
+    pipe = Pipeline(ingest, live, metrics, outbox, [], commit_interval_s=0.0)
+    task = asyncio.create_task(pipe.run())
+    acked: list[int] = []
+    try:
+        for i in range(3):
+            await ingest.put([reading(i)], lambda i=i: acked.append(i), "mqtt:lab")  # type: ignore[misc]
+        await until(lambda: acked == [0, 1, 2])
+        assert outbox.last_seq >= 1
+        assert metrics.total("live_update_errors_total") == 3
+        assert live.machine("fdm-01")["signals"]["nozzle_temp"]["value"] == 202.0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await outbox.close()
