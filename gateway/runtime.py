@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -61,6 +62,7 @@ def describe_metrics(metrics: Metrics) -> None:
         ("bad_input_total", "counter", "Messages or values skipped as bad input, by reason."),
         ("driver_connected", "gauge", "1 while the driver is connected."),
         ("driver_reconnects_total", "counter", "Recoveries after a lost connection."),
+        ("driver_stalled", "gauge", "1 while the driver is connected but delivers nothing."),
         ("driver_restarts_total", "counter", "Restarts of a driver after its code failed (task, thread, callback)."),
         ("sink_queue_readings", "gauge", "Readings waiting for a sink."),
         ("ingest_queue_readings", "gauge", "Readings waiting between drivers and sinks."),
@@ -233,6 +235,7 @@ class Runtime:
                                     stall_after_s=None if quiet_s is None else
                                     max(3 * quiet_s, self.cfg.state.stale_min_s))
                 self.contexts.append(ctx)
+                self.metrics.gauge_fn("driver_stalled", functools.partial(_stalled, ctx), driver=ctx.name)
                 tasks.append(asyncio.create_task(supervise(driver, ctx), name=f"driver:{driver.name}"))
             if self.serve_api:
                 api_ready = asyncio.Event()
@@ -275,6 +278,10 @@ class Runtime:
             if isinstance(self.history, LocalHistory) and time.monotonic() - last_purge > PURGE_EVERY_S:
                 last_purge = time.monotonic()
                 await self.history.purge(time.time_ns())
+
+
+def _stalled(ctx: DriverContext) -> float:
+    return float(ctx.stalled())
 
 
 async def _first(*aws: Any) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -39,13 +40,22 @@ def _read_until_url(p: subprocess.Popen[str], lines: list[str], timeout_s: float
     raise AssertionError("the demo printed no address:\n" + "".join(lines[-30:]))
 
 
+def _drain(p: subprocess.Popen[str], lines: list[str]) -> None:
+    """Keep reading its output (a full pipe would block the demo's logging)."""
+    assert p.stdout is not None
+    threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+
+
 def test_two_demos_side_by_side_never_see_each_other_and_stop_by_themselves(tmp_path: Path) -> None:
+    started = time.monotonic()
     a = _start_demo(tmp_path / "a", 75, "token-a")
     b = _start_demo(tmp_path / "b", 130, "token-b")
     try:
         out_a: list[str] = []
         out_b: list[str] = []
         url_a, url_b = _read_until_url(a, out_a), _read_until_url(b, out_b)
+        _drain(a, out_a)
+        _drain(b, out_b)
         assert url_a != url_b
         # the address is the last thing printed at start-up: simulator lines come before it, no warnings at all
         for out in (out_a, out_b):
@@ -53,7 +63,8 @@ def test_two_demos_side_by_side_never_see_each_other_and_stop_by_themselves(tmp_
         endpoints = [set(re.findall(r"opc\.tcp://127\.0\.0\.1:\d+", "".join(out))) for out in (out_a, out_b)]
         assert endpoints[0], "no OPC UA simulator listed"
         assert not endpoints[0] & endpoints[1], "both demos use the same OPC UA simulators"
-        time.sleep(65)  # past the first minute, where a refused M78 used to make the serial session spin
+        # past the first minute, where a refused M78 used to make the serial session spin (and before 75 s)
+        time.sleep(max(0.0, started + 66 - time.monotonic()))
         for url, token in ((url_a, "token-a"), (url_b, "token-b")):
             t0 = time.monotonic()
             health = httpx.get(url + "api/v1/health", timeout=5).json()
