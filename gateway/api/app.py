@@ -283,13 +283,22 @@ class _EmbeddedServer(uvicorn.Server):
 
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets created with it;
+    # with protocol 0 a response body written after its headers waits ~40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen()
     except OSError as err:
+        sock.close()
         raise KartechError(
             f"web server cannot listen on {host}:{port}: {err.strerror or err}; "
             "choose another port (0 picks a free one) or stop whatever already uses it"
         ) from err
+    return sock
 
 
 async def serve(app: FastAPI, host: str, port: int, ready: asyncio.Event | None = None) -> None:

@@ -341,3 +341,18 @@ def test_live_closes_with_4401_on_a_bad_token(client: TestClient, hub: LiveHub, 
         ws.receive_json()
     assert closed.value.code == 4401
     assert hub.subscriber_count() == 0
+
+
+def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on sockets created with IPPROTO_TCP; without it every response body waits
+    ~40 ms for the client's delayed ACK (seen in the soak benchmark)."""
+    import socket
+
+    from gateway.api.app import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[1] > 0
+    finally:
+        sock.close()
