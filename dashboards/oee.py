@@ -26,10 +26,16 @@ UTILISATION_PER_DAY = (
     f'SELECT sum("{s.DURATION_S}") / 864 {RUNNING_EVENTS} GROUP BY time(1d), "{s.MACHINE}" fill(0) {q.TZ}'
 )
 RUNNING_HOURS = f'SELECT sum("{s.DURATION_S}") / 3600 {RUNNING_EVENTS} GROUP BY "{s.MACHINE}"'
-TIME_IN_STATE = (
-    f'SELECT sum("{s.DURATION_S}") / 3600 FROM "{s.EVENTS}" WHERE {ENGINE_FILTER} '
-    f"AND \"{s.EVENT_TYPE}\" = '{s.EVENT_STATE}' AND $timeFilter GROUP BY \"{s.MACHINE}\", \"{s.FROM_STATE}\""
-)
+
+
+def time_in_state(state: str) -> str:
+    """Hours spent in one state: `from` is a field of the state events, which InfluxQL cannot group by, so the
+    panel runs one of these per state and merges them on the machine."""
+    return (f'SELECT sum("{s.DURATION_S}") / 3600 AS "{state}" FROM "{s.EVENTS}" WHERE {ENGINE_FILTER} '
+            f"AND \"{s.EVENT_TYPE}\" = '{s.EVENT_STATE}' AND \"{s.FROM_STATE}\" = '{state}' AND $timeFilter "
+            f'GROUP BY "{s.MACHINE}"')
+
+
 _OEE_COLUMNS = (
     f'sum("{s.RUNNING_S}") / sum("{s.PLANNED_S}") * 100 AS "{s.AVAILABILITY}", '
     f'mean("{s.PERFORMANCE}") * 100 AS "{s.PERFORMANCE}", mean("{s.QUALITY}") * 100 AS "{s.QUALITY}", '
@@ -100,12 +106,8 @@ def build() -> dash.Dashboard:
         .title("Hours per state")
         .description("Time each machine spent in each state over the range.")
         .span(24).height(9)
-        .with_target(q.InfluxQL(TIME_IN_STATE).ref_id("A").table())
-        .transformations([
-            p.merge(),
-            p.transformation("groupingToMatrix", {"columnField": s.FROM_STATE, "rowField": s.MACHINE,
-                                                  "valueField": "sum"}),
-        ])
+        .targets([q.InfluxQL(time_in_state(state)).ref_id(state).table() for state in s.MACHINE_STATES])
+        .transformations([p.merge(), p.organize({}, ("Time",))])
         .unit("h").decimals(1)
     )
     return (

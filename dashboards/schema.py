@@ -75,13 +75,11 @@ PLANNED_S: Final = "planned_s"
 RUNNING_S: Final = "running_s"
 PARTS: Final = "parts"
 
-# --- usage: one point per finished job or usage session (mirror of the usage ledger) ------------------------
-USAGE: Final = "usage"  # tags site, lab, machine, kind, partner (left out when unattributed), month (YYYY-MM)
-PARTNER: Final = "partner"
+# --- usage (gateway/state/influx.py usage_line): one point per finished job ---------------------------------
+USAGE: Final = "usage"  # tags site, lab, machine, kind, month (YYYY-MM in the site's time zone)
 MONTH: Final = "month"
 MATERIAL_USED: Final = "material_used"
 MATERIAL_UNIT: Final = "material_unit"
-USAGE_ENERGY_KWH: Final = "energy_kwh"
 USAGE_RUNNING_S: Final = "running_s"
 
 # --- the gateway's own metrics (gateway/self_metrics.py) ----------------------------------------------------

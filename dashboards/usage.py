@@ -1,4 +1,8 @@
-"""Usage: running hours, material and energy per machine and month, and per partner once usage is attributed."""
+"""Usage: running hours and material per machine and month from the `usage` points the gateway writes per finished
+job, running hours per day, and energy per day from the power meters.
+
+Per-partner usage and energy per job are not shown: the gateway's `usage_line` writes neither a `partner` tag nor
+an `energy_kwh` field (usage is not yet attributed to partners, energy not metered per job)."""
 
 from __future__ import annotations
 
@@ -15,15 +19,10 @@ UID = "kartech-usage"
 ENGINE_FILTER = f"{q.MACHINE_FILTER} AND {q.KIND_TAG_FILTER}"
 _TOTALS = (
     f'sum("{s.USAGE_RUNNING_S}") / 3600 AS "running_h", sum("{s.MATERIAL_USED}") AS "material", '
-    f'last("{s.MATERIAL_UNIT}") AS "material_unit", sum("{s.USAGE_ENERGY_KWH}") AS "energy_kwh", '
-    f'count("{s.USAGE_RUNNING_S}") AS "sessions"'
+    f'last("{s.MATERIAL_UNIT}") AS "material_unit", count("{s.USAGE_RUNNING_S}") AS "jobs"'
 )
 PER_MACHINE_MONTH = (
     f'SELECT {_TOTALS} FROM "{s.USAGE}" WHERE {ENGINE_FILTER} AND $timeFilter GROUP BY "{s.MONTH}", "{s.MACHINE}"'
-)
-PER_PARTNER_MONTH = (
-    f'SELECT {_TOTALS} FROM "{s.USAGE}" WHERE {ENGINE_FILTER} AND $timeFilter '
-    f'GROUP BY "{s.MONTH}", "{s.PARTNER}", "{s.MACHINE}"'
 )
 RUNNING_EVENTS = (
     f"FROM \"{s.EVENTS}\" WHERE {ENGINE_FILTER} AND \"{s.EVENT_TYPE}\" = '{s.EVENT_STATE}' "
@@ -47,26 +46,13 @@ def build() -> dash.Dashboard:
     per_machine = (
         table.Panel()
         .title("Per machine and month")
-        .description("Running hours, material and energy per calendar month (site time zone) from the usage "
-                     "ledger's `usage` points.")
+        .description("Running hours, material and finished jobs per calendar month (site time zone) from the "
+                     "`usage` points written for every finished job.")
         .span(24).height(10)
         .with_target(q.InfluxQL(PER_MACHINE_MONTH).ref_id("A").table())
-        .transformations([p.merge(), p.organize({"running_h": "running hours", "energy_kwh": "energy"}, ("Time",)),
+        .transformations([p.merge(), p.organize({"running_h": "running hours"}, ("Time",)),
                           p.transformation("sortBy", {"sort": [{"field": s.MONTH, "desc": True}]})])
         .override_by_name("running hours", [p.prop("unit", "h"), p.prop("decimals", 2)])
-        .override_by_name("energy", [p.prop("unit", "kwatth"), p.prop("decimals", 2)])
-    )
-    per_partner = (
-        table.Panel()
-        .title("Per partner and month")
-        .description("The same, split by partner; an empty partner is usage not attributed to anyone.")
-        .span(24).height(10)
-        .with_target(q.InfluxQL(PER_PARTNER_MONTH).ref_id("A").table())
-        .transformations([p.merge(), p.organize({"running_h": "running hours", "energy_kwh": "energy"}, ("Time",)),
-                          p.transformation("sortBy", {"sort": [{"field": s.MONTH, "desc": True}]})])
-        .override_by_name(s.PARTNER, [p.prop("noValue", "(unattributed)")])
-        .override_by_name("running hours", [p.prop("unit", "h"), p.prop("decimals", 2)])
-        .override_by_name("energy", [p.prop("unit", "kwatth"), p.prop("decimals", 2)])
     )
     jobs = (
         table.Panel()
@@ -100,7 +86,7 @@ def build() -> dash.Dashboard:
     )
     return (
         p.skeleton(UID, "Kartech — Usage",
-                   "Running hours, material and energy per machine and month, and per partner.",
+                   "Running hours and material per machine and month; energy per day from the power meters.",
                    time_from="now-90d", refresh="1h")
         .with_variable(q.site_variable())
         .with_variable(q.kind_variable())
@@ -109,7 +95,6 @@ def build() -> dash.Dashboard:
         .with_variable(q.timezone_variable())
         .with_panel(jobs)
         .with_panel(per_machine)
-        .with_panel(per_partner)
         .with_panel(running)
         .with_panel(energy)
     )

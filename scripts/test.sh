@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The second command: lint, type-check and run every test, unit and integration, against real Mosquitto,
 # InfluxDB 1.x and VictoriaMetrics. Installs Python test dependencies into .venv and, when running as root,
-# Debian's mosquitto, influxdb and victoria-metrics packages if they are missing. Extra arguments go to pytest.
+# Debian's mosquitto, influxdb, victoria-metrics and chromium packages and libatomic1 if they are missing.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
@@ -11,6 +12,10 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 command -v influxd >/dev/null || need+=(influxdb)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 [ -x /usr/bin/chromium ] || need+=(chromium)   # headless browser test of the web page
+# Playwright's bundled node driver links libatomic.so.1, which a bare Debian 12 does not have (its other libraries,
+# libc6, libstdc++6 and libgcc-s1, are part of every Debian install).
+has_lib() { /sbin/ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 " || dpkg-query -W -f='${Status}' "$2" 2>/dev/null | grep -q 'ok installed'; }
+has_lib libatomic.so.1 libatomic1 || need+=(libatomic1)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing Debian packages: ${need[*]}"
@@ -25,6 +30,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 ensure_venv "[test]"
+# Fail here, with the library's name, rather than with "driver exited" deep inside the browser test.
+node=$(.venv/bin/python -c 'import pathlib, playwright; print(pathlib.Path(playwright.__file__).parent / "driver" / "node")' 2>/dev/null || true)
+if [ -x "$node" ] && missing=$(ldd "$node" | grep 'not found'); then
+  echo "Playwright's node driver ($node) cannot start; these libraries are missing:" >&2
+  echo "$missing" >&2
+  echo "Find the Debian package with:  apt-file search <library>  and install it." >&2
+  exit 2
+fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"

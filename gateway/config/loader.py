@@ -348,6 +348,7 @@ def check_text(text: str, filename: str, specs: Mapping[str, DriverSpec], env: M
         for loc, names in doc.missing_env.items():
             for name in names:
                 raw.append((loc, f"${{{name}}}", f"environment variable {name} is not set; export it before start"))
+    raw += _duplicate_ids(data)  # from the raw data: reported with the schema problems, not only once they are fixed
     if cfg is not None:
         raw += _cross_checks(cfg, specs)
     notes = [
@@ -367,19 +368,32 @@ def check_text(text: str, filename: str, specs: Mapping[str, DriverSpec], env: M
     return CheckResult(cfg if not problems else None, problems, notes)
 
 
-def _cross_checks(cfg: SiteConfig, specs: Mapping[str, DriverSpec]) -> list[tuple[Loc, object, str]]:
+def _duplicate_ids(data: Mapping[str, Any]) -> list[tuple[Loc, object, str]]:
+    """Machine and broker ids used twice, read from the raw data so that machines with other problems count."""
+    def ids(items: object) -> list[tuple[int, str]]:
+        if not isinstance(items, list):
+            return []
+        return [(i, item["id"]) for i, item in enumerate(items)
+                if isinstance(item, dict) and isinstance(item.get("id"), str)]
+
     out: list[tuple[Loc, object, str]] = []
     first: dict[str, int] = {}
-    for i, m in enumerate(cfg.machines):
-        if m.id in first:
-            out.append((("machines", i, "id"), m.id, f"{_fmt(m.id)} is already used by machines[{first[m.id]}]; "
+    for i, mid in ids(data.get("machines")):
+        if mid in first:
+            out.append((("machines", i, "id"), mid, f"{_fmt(mid)} is already used by machines[{first[mid]}]; "
                         "machine ids must be unique"))
-        first.setdefault(m.id, i)
-    broker_ids: dict[str, int] = {}
-    for i, b in enumerate(cfg.mqtt.brokers):
-        if b.id in broker_ids:
-            out.append((("mqtt", "brokers", i, "id"), b.id, f"{_fmt(b.id)} is used by two brokers"))
-        broker_ids.setdefault(b.id, i)
+        first.setdefault(mid, i)
+    mqtt = data.get("mqtt")
+    broker_ids: set[str] = set()
+    for i, bid in ids(mqtt.get("brokers") if isinstance(mqtt, dict) else None):
+        if bid in broker_ids:
+            out.append((("mqtt", "brokers", i, "id"), bid, f"{_fmt(bid)} is used by two brokers"))
+        broker_ids.add(bid)
+    return out
+
+
+def _cross_checks(cfg: SiteConfig, specs: Mapping[str, DriverSpec]) -> list[tuple[Loc, object, str]]:
+    out: list[tuple[Loc, object, str]] = []
     for spec in specs.values():
         if spec.check is not None:
             out.extend(spec.check(cfg))

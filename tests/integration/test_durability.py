@@ -246,8 +246,8 @@ async def test_influxdb_down_then_up_lands_everything_exactly_once(tmp_path: Pat
             assert rt.metrics.total("readings_written_total") < readings
         finally:
             await asyncio.to_thread(influxdb.start)
-        await until(lambda: rt.metrics.total("readings_written_total") >= readings, 30, "the backlog written")
-        await asyncio.sleep(0.5)
+        await until(lambda: rt.metrics.total("readings_written_total") >= readings
+                    and rt.health()["sinks"]["influxdb"]["queued"] == 0, 30, "the backlog written, nothing queued")
         assert rt.metrics.total("readings_written_total") == readings  # nothing written twice
         assert rt.health()["status"] == "ok"
     result = reconcile(influxdb, db, sent)

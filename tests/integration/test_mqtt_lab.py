@@ -241,12 +241,14 @@ def test_frozen_machine_goes_quiet_and_resumes(lab_broker: Mosquitto, site: str)
     try:
         wait_for(lambda: len(collector.of("furnace-01")) > 2, what="furnace data")
         lab.freeze("furnace-01")
-        time.sleep(0.3)
+        meter_at = len(collector.of("pm-01"))
+        # one publishing thread and one client: a meter message published after the freeze arrives after any
+        # furnace message published before it
+        wait_for(lambda: len(collector.of("pm-01")) >= meter_at + 2, what="the meter publishing after the freeze")
         frozen_at = len(collector.of("furnace-01"))
         meter_at = len(collector.of("pm-01"))
-        time.sleep(1.0)
+        wait_for(lambda: len(collector.of("pm-01")) > meter_at + 5, what="five more meter messages")
         assert len(collector.of("furnace-01")) == frozen_at
-        assert len(collector.of("pm-01")) > meter_at + 5
         lab.resume("furnace-01")
         wait_for(lambda: len(collector.of("furnace-01")) > frozen_at + 3, what="furnace to resume")
         with pytest.raises(KeyError, match="no simulated machine 'nope'"):

@@ -7,6 +7,7 @@ checksummed, for printers; only the configured requests for instruments.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -264,7 +265,8 @@ async def test_filament_runout_pauses_and_resume_continues(
 
 
 async def test_silent_firmware_goes_offline_and_comes_back(
-        port: Path, printer_factory: Callable[..., VirtualPrinter]) -> None:
+        port: Path, printer_factory: Callable[..., VirtualPrinter], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.supervisor")
     p = printer_factory(time_scale=5.0, start_progress_pct=50.0)
     options = FAST.model_copy(update={"silence_timeout_s": 1.5})
     async with running(printer_machine(port, options)) as gw:
@@ -272,11 +274,16 @@ async def test_silent_firmware_goes_offline_and_comes_back(
         p.go_silent()
         await gw.wait_for("offline", lambda: gw.state() == "offline", timeout_s=5)
         sent_while_silent = len(p.received_lines())
-        await asyncio.sleep(1.0)
+        await gw.wait_for("the driver trying again while the printer is silent",
+                          lambda: len(p.received_lines()) > sent_while_silent)
         p.wake()
         await gw.wait_for("running again", lambda: gw.state() == "running")
-    assert "stopped answering" in gw.ctx.last_error or gw.ctx.is_connected
-    assert sent_while_silent > 0
+        assert gw.ctx.is_connected
+        assert gw.ctx.last_error == ""
+    down = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert down, "the silence was never reported"
+    assert "stopped answering" in down[0], down
+    assert any("recovered after" in r.getMessage() for r in caplog.records)
     assert_printer_got_only_read_only_commands(p)
 
 

@@ -43,26 +43,31 @@ def states(ops: object) -> list[tuple[str, str, int]]:
     return [(a["rule"], a["state"], a["count"]) for a in ops.book.find(state="all")]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("steps", "expected"), [
-    # (seconds after the previous step, temperature, expected open alert states after it)
-    pytest.param([(0, 620, []), (9, 630, []), (9, 630, []), (1, 630, [("overshoot", "active_unacknowledged", 1)])],
-                 [("overshoot", "active_unacknowledged", 1)], id="raised after on_delay"),
-    pytest.param([(0, 630, []), (5, 600, []), (5, 630, []), (9, 630, [])], [], id="on_delay restarts"),
-    pytest.param([(0, 630, []), (10, 630, [("overshoot", "active_unacknowledged", 1)]), (1, 622, [("overshoot",
-                  "active_unacknowledged", 1)]), (10, 622, [("overshoot", "active_unacknowledged", 1)])],
-                 [("overshoot", "active_unacknowledged", 1)], id="hysteresis keeps it inside the deadband"),
-    pytest.param([(0, 630, []), (10, 630, []), (1, 619, []), (4, 619, []), (1, 619, [])],
-                 [("overshoot", "cleared_unacknowledged", 1)], id="clears below limit-hysteresis after off_delay"),
+ACTIVE = ("overshoot", "active_unacknowledged", 1)
+
+
+@pytest.mark.parametrize("steps", [
+    # (seconds after the previous step, temperature, alert states right after it); limit 625, clears below 620
+    pytest.param([(0, 620, []), (9, 630, []), (9, 630, []), (1, 630, [ACTIVE])], id="raised after on_delay"),
+    pytest.param([(0, 630, []), (5, 600, []), (5, 630, []), (9, 630, []), (1, 630, [ACTIVE])],
+                 id="on_delay restarts"),
+    pytest.param([(0, 630, []), (10, 630, [ACTIVE]), (1, 622, [ACTIVE]), (10, 622, [ACTIVE])],
+                 id="hysteresis keeps it inside the deadband"),
+    pytest.param([(0, 630, []), (10, 630, [ACTIVE]), (1, 619, [ACTIVE]), (4, 619, [ACTIVE]),
+                  (1, 619, [("overshoot", "cleared_unacknowledged", 1)])],
+                 id="clears below limit-hysteresis after off_delay"),
+    pytest.param([(0, 630, []), (10, 630, [ACTIVE]), (1, 619, [ACTIVE]), (4, 630, [ACTIVE]), (1, 619, [ACTIVE]),
+                  (4, 619, [ACTIVE]), (1, 619, [("overshoot", "cleared_unacknowledged", 1)])],
+                 id="off_delay restarts"),
 ])
-def test_threshold_with_hysteresis_and_delays(tmp_path: Path, steps: list[tuple[float, float, list[object]]],
-                                              expected: list[tuple[str, str, int]]) -> None:
+def test_threshold_with_hysteresis_and_delays(tmp_path: Path, steps: list[tuple[float, float, list[object]]]) -> None:
     clock = Clock()
     live, ops = build(site(OVERSHOOT), tmp_path, clock)
-    for dt, temp, _ in steps:
+    for n, (dt, temp, expected) in enumerate(steps):
         clock.step(dt)
         feed(live, clock, "furnace-01", temperature=float(temp), setpoint=600.0, heater_pct=40.0)
         live.tick()
-    assert states(ops) == expected
+        assert states(ops) == expected, f"after step {n} (+{dt} s, {temp} degC)"
 
 
 def test_flood_of_100_crossings_is_one_alert_and_one_notification(tmp_path: Path) -> None:

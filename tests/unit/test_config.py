@@ -99,6 +99,26 @@ def test_duplicate_machine_ids() -> None:
     ]
 
 
+def test_duplicate_machine_id_is_reported_with_problems_of_other_machines() -> None:
+    second = BASE[BASE.index("  - id: fdm-03"):]
+    third = second.replace("fdm-03", "fdm-04").replace("Printer 3", "Printer 4").replace("unit: degC", "unit: celcius")
+    assert problems(BASE + second + third) == [
+        'site.yaml:18 — machine "fdm-03" (driver mqtt)\n'
+        '  id: "fdm-03" is already used by machines[0]; machine ids must be unique',
+        'site.yaml:35 — machine "fdm-04" (driver mqtt)\n'
+        '  topics[0].fields.nozzle_temp.unit: "celcius" is unknown; did you mean "degC"?',
+    ]
+
+
+def test_duplicate_broker_id_is_reported_with_a_problem_of_that_broker() -> None:
+    text = BASE.replace("      host: 127.0.0.1\n", "      host: 127.0.0.1\n    - id: lab\n      host: 127.0.0.2\n"
+                        "      port: 99999\n")
+    assert problems(text) == [
+        'site.yaml:8 — mqtt broker "lab"\n  id: "lab" is used by two brokers',
+        'site.yaml:10 — mqtt broker "lab"\n  port: 99999 is out of range: input should be less than or equal to 65535',
+    ]
+
+
 def test_yaml_syntax_error_has_a_line() -> None:
     assert problems(BASE.replace("    kind: printer", "   kind: printer")) == [
         "site.yaml:11 — YAML syntax\n  expected <block end>, but found '<block mapping start>'; "
