@@ -219,8 +219,8 @@ class OeeExporter:
         for mid, meta in self.machines.items():
             for shift in self.report(mid, self.until_ns, now).get("shifts", []):
                 start, end = _iso_ns(shift["start"]), _iso_ns(shift["end"])
-                if start < self.until_ns or end > now:
-                    continue  # not closed yet (or already exported)
+                if start < self.until_ns or end >= now:
+                    continue  # not closed yet (a running shift is clipped to now), or already exported
                 done_until = max(done_until, end)
                 line = oee_line(mid, meta, self.site, str(shift["shift"]), start, shift)
                 if line is not None:

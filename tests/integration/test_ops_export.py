@@ -27,9 +27,11 @@ def shift(name: str, start: int, end: int, oee: float | None) -> dict[str, Any]:
 
 
 def report(machine: str, start_ns: int, end_ns: int) -> Mapping[str, Any]:
-    shifts = [shift("A", T0, T0 + 8 * H, 0.5), shift("B", T0 + 8 * H, T0 + 16 * H, None),
-              shift("C", T0 + 16 * H, T0 + 24 * H, 0.75)]
-    return {"shifts": shifts}
+    """Like the real report (`oee_report` over `shift_windows`): every shift overlapping the range, clipped to it —
+    so a shift still running ends at `end_ns`, which is now."""
+    spans = [("A", T0, T0 + 8 * H, 0.5), ("B", T0 + 8 * H, T0 + 16 * H, None), ("C", T0 + 16 * H, T0 + 24 * H, 0.75)]
+    return {"shifts": [shift(name, max(s, start_ns), min(e, end_ns), oee) for name, s, e, oee in spans
+                       if min(e, end_ns) > max(s, start_ns)]}
 
 
 async def test_closed_shifts_are_exported_once(influxdb: InfluxDB1, tmp_path: Path) -> None:
