@@ -219,7 +219,7 @@ class Runtime:
                 app = create_app(ApiContext(
                     site_id=self.cfg.site.id, site_name=self.cfg.site.name, live=self.live, metrics=self.metrics,
                     tokens=self.tokens, history=self._history if self.history else None, health=self.health,
-                    version=__version__, extra={"ops": self.ops},
+                    version=__version__, extra={"ops": self.ops}, max_body_bytes=self.cfg.api.max_body_bytes,
                 ))
                 server = asyncio.create_task(serve(app, self.cfg.api.host, self.cfg.api.port, api_ready), name="api")
                 tasks.append(server)
