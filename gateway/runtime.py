@@ -16,6 +16,7 @@ from gateway.api.app import create_app, serve
 from gateway.api.context import ApiContext, Role
 from gateway.config.models import MqttBroker
 from gateway.config.site import SiteConfig
+from gateway.datadir import private_dir
 from gateway.driver import Driver, DriverSpec
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.errors import ConfigError, SinkConfigError
@@ -113,7 +114,6 @@ class Runtime:
         metas = {m.id: m for m in machine_metas(self.cfg)}
         storage = self.cfg.storage
         if storage.local_history.enabled:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             hist = LocalHistory(self.data_dir / "history.sqlite", metas, self.metrics,
                                 retention_days=storage.local_history.retention_days)
             self.sinks.append(hist)
@@ -170,6 +170,10 @@ class Runtime:
         await self._start_brokers()
         tasks: list[asyncio.Task[Any]] = []
         try:
+            try:
+                private_dir(self.data_dir)  # readable by the gateway's user only
+            except OSError as err:
+                log.error("data directory %s: %s; the stores in it report their own errors", self.data_dir, err)
             await self._open_sinks()
             storage = self.cfg.storage
             ingest = IngestQueue(storage.queue_size)

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +129,36 @@ async def test_health_of_a_running_gateway_hides_the_influx_password(tmp_path: P
     text_shown = json.dumps(body)
     assert "cannot reach InfluxDB at http://***@127.0.0.1:" in text_shown
     assert "S3cret" not in text_shown
+
+
+async def test_data_dir_and_every_file_in_it_are_the_gateways_alone(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Outbox, local history and business store (and SQLite's -wal/-shm files): 0600 in a 0700 directory, even
+    with the usual umask 022 and a data directory that already existed world-readable."""
+    site = f"perm{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    text = gateway_yaml(site=site, broker_port=mosquitto.port, influx_url="http://127.0.0.1:1", database="k",
+                        data_dir=data, api_port=0, machines=1)
+    # local history instead of InfluxDB
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  influxdb:"))
+    del lines[at:at + 2]
+    text = "\n".join(lines).replace("local_history: {enabled: false}", "local_history: {enabled: true}")
+    result = check_text(text, "perm.yaml", SPECS, {"KARTECH_BENCH_TOKEN": "y" * 20})
+    assert result.config is not None, result.problems
+    old_umask = os.umask(0o022)
+    try:
+        rt = Runtime(result.config, SPECS, data_dir=data, tokens={TOKEN: ("test", "admin")})
+        async with running(rt):
+            await asyncio.to_thread(publish, mosquitto.port, topic=f"bench/{site}", machines=1, publishers=1,
+                                    rate=0, seconds=10, count=5)
+            async with asyncio.timeout(20):
+                while rt.metrics.total("readings_written_total") < 5:
+                    await asyncio.sleep(0.05)
+            files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.rglob("*") if p.is_file()}
+    finally:
+        os.umask(old_umask)
+    assert {"outbox.sqlite", "history.sqlite", "business.sqlite", "outbox.sqlite-wal"} <= set(files), files
+    assert {name: mode for name, mode in files.items() if mode != 0o600} == {}
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
