@@ -10,17 +10,17 @@ import contextlib
 import importlib.util
 import json
 import logging
-import re
 import socket
-from collections.abc import Generator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Generator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect, status
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
@@ -29,6 +29,7 @@ from gateway.api.auth import bearer_token, context_of, current_principal, find_p
 from gateway.api.context import ApiContext
 from gateway.api.guard import Guard
 from gateway.api.ops import router as ops_router
+from gateway.api.times import parse_time
 from gateway.errors import KartechError
 from gateway.live import iso
 from gateway.reading import Value, now_ns
@@ -43,9 +44,6 @@ HISTORY_DEFAULT_LIMIT = 10_000
 HISTORY_MAX_LIMIT = 100_000
 WS_CLOSE_UNAUTHORIZED = 4401
 WS_AUTH_TIMEOUT_S = 10.0
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# "+05:00" typed into a browser's address bar arrives as " 05:00"
-_MANGLED_OFFSET = re.compile(r"^(.*T.*) (\d\d:?\d\d)$")
 
 Ctx = Annotated[ApiContext, Depends(context_of)]
 
@@ -93,6 +91,7 @@ class HistoryOut(BaseModel):
 
 Responses = dict[int | str, dict[str, Any]]
 _UNAUTHORIZED: Responses = {401: {"model": ErrorOut, "description": "missing or bad token"}}
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 _BAD_INPUT: Responses = {422: {"model": ErrorOut, "description": "a parameter is not valid; `detail` says which"}}
 _UNKNOWN_MACHINE: Responses = {404: {"model": ErrorOut, "description": "unknown machine"}}
 
@@ -106,24 +105,9 @@ def _known_machine(ctx: ApiContext, machine_id: str) -> None:
         )
 
 
-def parse_time(name: str, text: str) -> int:
-    """ISO-8601 text (with Z, an offset, or naive = UTC) to integer nanoseconds since the epoch."""
-    fixed = _MANGLED_OFFSET.sub(r"\1+\2", text.strip())
-    try:
-        dt = datetime.fromisoformat(fixed)
-    except ValueError:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"{name}: '{text}' is not an ISO-8601 time; use e.g. 2026-11-26T09:00:00Z",
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
 # --- routes -----------------------------------------------------------------------------------------------
 public = APIRouter()
-protected = APIRouter(dependencies=[Depends(current_principal)], responses=_UNAUTHORIZED)
+protected = APIRouter(dependencies=[Depends(current_principal)], responses={**_UNAUTHORIZED, **_BAD_INPUT})
 
 
 @public.get("/api/v1/health", tags=["gateway"])
@@ -207,8 +191,11 @@ async def history(
 
 
 @protected.get("/metrics", tags=["gateway"], response_class=PlainTextResponse,
-               responses={200: {"content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
-                                "description": "Prometheus text exposition format 0.0.4"}})
+               responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                "description": "Prometheus text exposition format 0.0.4"},
+                          # errors stay JSON, whatever the media type of the answer
+                          401: {"description": "missing or bad token", "content": _JSON_ERROR},
+                          422: {"description": "not valid", "content": _JSON_ERROR}})
 def metrics(ctx: Ctx) -> PlainTextResponse:
     """The gateway's own health in Prometheus text format."""
     return PlainTextResponse(ctx.metrics.render(), media_type=PROMETHEUS_TEXT)
@@ -306,6 +293,24 @@ def swagger_ui_dir() -> Path:
     return Path(spec.origin).parent / "static"
 
 
+def describe_invalid(errors: Sequence[Any]) -> str:
+    """Pydantic's validation errors as one line a person can act on: where, and what is wrong (no input echoed)."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        where = {"query": "query parameter", "path": "path parameter", "header": "header", "body": "body"}.get(
+            loc[0] if loc else "", "")
+        name = ".".join(loc[1:])
+        label = f"{where} '{name}'" if where and name else (where or name or "request")
+        parts.append(f"{label}: {err.get('msg', 'is not valid')}")
+    return "; ".join(parts) or "the request is not valid"
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": describe_invalid(errors)})
+
+
 class _GuardedApp(FastAPI):
     """FastAPI with `Guard` outermost, so that even the 500 page of an unexpected error has the security headers."""
 
@@ -328,6 +333,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     app.guard_options = {"tokens": lambda: ctx.tokens, "max_body_bytes": ctx.max_body_bytes}
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.state.ctx = ctx
     app.include_router(public)
     app.include_router(protected)
