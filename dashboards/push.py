@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from grafana_client.api import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException
+import httpx
 
 from dashboards import build, influxql
 from dashboards.panels import FOLDER_TITLE, FOLDER_UID
+from gateway.redact import redact
 
 TOKEN_ENV = "GRAFANA_TOKEN"
 Action = Literal["create", "update", "unchanged"]
@@ -81,50 +81,78 @@ def _dashboard_differs(want: dict[str, Any], have: dict[str, Any]) -> bool:
     return _without_ids(want) != _without_ids(have)
 
 
+class GrafanaApi:
+    """The few calls of Grafana's HTTP API we use, over httpx. A token goes in `Authorization: Bearer`;
+    without one, user:password@ in the URL is sent as basic auth (and never printed)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+        parsed = httpx.URL(url)
+        auth = None
+        if parsed.userinfo and not token:
+            auth = httpx.BasicAuth(parsed.username, parsed.password or "")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base = str(parsed.copy_with(username=None, password=None)).rstrip("/")
+        self.client = httpx.Client(base_url=self.base, headers=headers, auth=auth, timeout=timeout_s)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, what: str, body: Any = None) -> Any | None:
+        """The JSON answer; None for a 404 to a GET; PushError for every other failure."""
+        try:
+            r = self.client.request(method, path, json=body)
+        except httpx.HTTPError as err:
+            raise PushError(f"cannot reach Grafana at {self.base}: {redact(str(err)) or type(err).__name__}") from err
+        if r.status_code == 404 and method == "GET":
+            return None
+        if r.status_code >= 400:
+            try:
+                message = r.json().get("message", r.text)
+            except ValueError:
+                message = r.text
+            verb = "read" if method == "GET" else "write"
+            raise PushError(f"Grafana answered {r.status_code} to {verb} {what}: {message}")
+        return r.json() if r.content else {}
+
+
 class Pusher:
     def __init__(self, api: GrafanaApi, *, datasource: dict[str, Any] | None, dry_run: bool = False) -> None:
         self.api = api
         self.datasource = datasource
         self.dry_run = dry_run
 
-    def _get(self, what: str, call: Any, *args: Any) -> Any | None:
-        """A GET that may answer 404 (None)."""
-        try:
-            return call(*args)
-        except GrafanaClientError as err:
-            if err.status_code == 404:
-                return None
-            raise PushError(f"Grafana refused to read {what}: {err.status_code} {err.message}") from err
-
     def folder(self) -> Change:
-        have = self._get(f"folder {FOLDER_UID}", self.api.folder.get_folder, FOLDER_UID)
+        what = f"folder {FOLDER_UID}"
+        have = self.api.request("GET", f"/api/folders/{FOLDER_UID}", what)
         if have is None:
             if not self.dry_run:
-                self.api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+                self.api.request("POST", "/api/folders", what, {"uid": FOLDER_UID, "title": FOLDER_TITLE})
             return Change("folder", FOLDER_UID, "create", FOLDER_TITLE)
         if have.get("title") != FOLDER_TITLE:
             if not self.dry_run:
-                self.api.folder.update_folder(FOLDER_UID, title=FOLDER_TITLE, overwrite=True)
+                self.api.request("PUT", f"/api/folders/{FOLDER_UID}", what,
+                                 {"title": FOLDER_TITLE, "overwrite": True})
             return Change("folder", FOLDER_UID, "update", "title")
         return Change("folder", FOLDER_UID, "unchanged")
 
     def push_datasource(self, want: dict[str, Any]) -> Change:
         uid = want["uid"]
-        have = self._get(f"datasource {uid}", self.api.datasource.get_datasource_by_uid, uid)
+        what = f"datasource {uid}"
+        have = self.api.request("GET", f"/api/datasources/uid/{uid}", what)
         if have is None:
             if not self.dry_run:
-                self.api.datasource.create_datasource(want)
+                self.api.request("POST", "/api/datasources", what, want)
             return Change("datasource", uid, "create", want["url"])
         compared = {k: v for k, v in want.items() if k != "secureJsonData"}
         diff = _differs(compared, have)
         if diff:
             if not self.dry_run:
-                self.api.datasource.update_datasource_by_uid(uid, compared)
+                self.api.request("PUT", f"/api/datasources/uid/{uid}", what, compared)
             return Change("datasource", uid, "update", ", ".join(diff))
         return Change("datasource", uid, "unchanged")
 
     def dashboard(self, uid: str, want: dict[str, Any]) -> Change:
-        have = self._get(f"dashboard {uid}", self.api.dashboard.get_dashboard, uid)
+        have = self.api.request("GET", f"/api/dashboards/uid/{uid}", f"dashboard {uid}")
         if have is not None:
             same = not _dashboard_differs(want, have.get("dashboard", {}))
             in_folder = have.get("meta", {}).get("folderUid") == FOLDER_UID
@@ -132,33 +160,30 @@ class Pusher:
                 return Change("dashboard", uid, "unchanged")
             detail = ", ".join(x for x, bad in (("content", not same), ("folder", not in_folder)) if bad)
         if not self.dry_run:
-            self.api.dashboard.update_dashboard({
+            self.api.request("POST", "/api/dashboards/db", f"dashboard {uid}", {
                 "dashboard": {**want, "id": None}, "folderUid": FOLDER_UID, "overwrite": True,
                 "message": "kartech dashboards push",
             })
         return Change("dashboard", uid, "create") if have is None else Change("dashboard", uid, "update", detail)
 
     def run(self) -> list[Change]:
-        try:
-            changes = [self.folder()]
-            if self.datasource is not None:
-                changes.append(self.push_datasource(self.datasource))
-            for uid, data in build.all_dashboards().items():
-                changes.append(self.dashboard(uid, data))
-        except GrafanaException as err:
-            raise PushError(f"Grafana answered {err.status_code}: {err.message}") from err
-        except OSError as err:
-            raise PushError(f"cannot reach Grafana: {err}") from err
+        changes = [self.folder()]
+        if self.datasource is not None:
+            changes.append(self.push_datasource(self.datasource))
+        for uid, data in build.all_dashboards().items():
+            changes.append(self.dashboard(uid, data))
         return changes
 
 
 def connect(url: str, token: str | None, timeout_s: float = 10.0) -> GrafanaApi:
     """A client for `url` (user:password@ in the URL also works) with a service-account token, if given."""
-    api: GrafanaApi = GrafanaApi.from_url(url, credential=token or None, timeout=timeout_s)
-    return api
+    return GrafanaApi(url, token or None, timeout_s)
 
 
 def push(url: str, *, dry_run: bool = False, env: Mapping[str, str] | None = None) -> list[Change]:
     env = os.environ if env is None else env
     api = connect(url, env.get(TOKEN_ENV))
-    return Pusher(api, datasource=datasource_from_env(env), dry_run=dry_run).run()
+    try:
+        return Pusher(api, datasource=datasource_from_env(env), dry_run=dry_run).run()
+    finally:
+        api.close()

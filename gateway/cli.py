@@ -39,6 +39,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("uvicorn.access", "amqtt", "transitions", "httpx", "asyncua", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from gateway.redact import install
+
+    install()  # no URL credentials or tokens in any log line
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -252,13 +255,14 @@ def cmd_dashboards_build(args: argparse.Namespace) -> int:
 
 def cmd_dashboards_push(args: argparse.Namespace) -> int:
     from dashboards.push import TOKEN_ENV, PushError, push
+    from gateway.redact import redact
 
     if not os.environ.get(TOKEN_ENV) and "@" not in args.grafana:
         print(f"note: {TOKEN_ENV} is not set; pushing without a token", file=sys.stderr)
     try:
         changes = push(args.grafana, dry_run=args.dry_run)
     except PushError as err:
-        print(f"push to {args.grafana} failed: {err}", file=sys.stderr)
+        print(redact(f"push to {args.grafana} failed: {err}"), file=sys.stderr)
         return 1
     prefix = "would " if args.dry_run else ""
     for change in changes:

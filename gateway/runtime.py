@@ -17,6 +17,7 @@ from gateway.api.app import create_app, serve
 from gateway.api.context import ApiContext, Role
 from gateway.config.models import MqttBroker
 from gateway.config.site import SiteConfig
+from gateway.datadir import private_dir
 from gateway.driver import Driver, DriverSpec
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.errors import ConfigError, SinkConfigError
@@ -121,7 +122,6 @@ class Runtime:
         metas = {m.id: m for m in machine_metas(self.cfg)}
         storage = self.cfg.storage
         if storage.local_history.enabled:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             hist = LocalHistory(self.data_dir / "history.sqlite", metas, self.metrics,
                                 retention_days=storage.local_history.retention_days)
             self.sinks.append(hist)
@@ -187,6 +187,10 @@ class Runtime:
         await self._start_brokers()
         tasks: list[asyncio.Task[Any]] = []
         try:
+            try:
+                private_dir(self.data_dir)  # readable by the gateway's user only
+            except OSError as err:
+                log.error("data directory %s: %s; the stores in it report their own errors", self.data_dir, err)
             await self._open_sinks()
             storage = self.cfg.storage
             ingest = IngestQueue(storage.queue_size)
@@ -242,7 +246,7 @@ class Runtime:
                 app = create_app(ApiContext(
                     site_id=self.cfg.site.id, site_name=self.cfg.site.name, live=self.live, metrics=self.metrics,
                     tokens=self.tokens, history=self._history if self.history else None, health=self.health,
-                    version=__version__, extra={"ops": self.ops},
+                    version=__version__, extra={"ops": self.ops}, max_body_bytes=self.cfg.api.max_body_bytes,
                 ))
                 server = asyncio.create_task(serve(app, self.cfg.api.host, self.cfg.api.port, api_ready), name="api")
                 tasks.append(server)

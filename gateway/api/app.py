@@ -7,27 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import json
 import logging
-import re
 import socket
-from collections.abc import Generator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Generator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect, status
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp
 
 from gateway.api.auth import bearer_token, context_of, current_principal, find_principal
 from gateway.api.context import ApiContext
+from gateway.api.guard import Guard
 from gateway.api.ops import router as ops_router
+from gateway.api.times import parse_time
 from gateway.errors import KartechError
 from gateway.live import iso
 from gateway.reading import Value, now_ns
+from gateway.redact import RedactingFilter, redact, redact_obj, secret_param
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +43,7 @@ HISTORY_DEFAULT_WINDOW = timedelta(hours=1)
 HISTORY_DEFAULT_LIMIT = 10_000
 HISTORY_MAX_LIMIT = 100_000
 WS_CLOSE_UNAUTHORIZED = 4401
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# "+05:00" typed into a browser's address bar arrives as " 05:00"
-_MANGLED_OFFSET = re.compile(r"^(.*T.*) (\d\d:?\d\d)$")
+WS_AUTH_TIMEOUT_S = 10.0
 
 Ctx = Annotated[ApiContext, Depends(context_of)]
 
@@ -87,6 +91,8 @@ class HistoryOut(BaseModel):
 
 Responses = dict[int | str, dict[str, Any]]
 _UNAUTHORIZED: Responses = {401: {"model": ErrorOut, "description": "missing or bad token"}}
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+_BAD_INPUT: Responses = {422: {"model": ErrorOut, "description": "a parameter is not valid; `detail` says which"}}
 _UNKNOWN_MACHINE: Responses = {404: {"model": ErrorOut, "description": "unknown machine"}}
 
 
@@ -99,24 +105,9 @@ def _known_machine(ctx: ApiContext, machine_id: str) -> None:
         )
 
 
-def parse_time(name: str, text: str) -> int:
-    """ISO-8601 text (with Z, an offset, or naive = UTC) to integer nanoseconds since the epoch."""
-    fixed = _MANGLED_OFFSET.sub(r"\1+\2", text.strip())
-    try:
-        dt = datetime.fromisoformat(fixed)
-    except ValueError:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"{name}: '{text}' is not an ISO-8601 time; use e.g. 2026-11-26T09:00:00Z",
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
 # --- routes -----------------------------------------------------------------------------------------------
 public = APIRouter()
-protected = APIRouter(dependencies=[Depends(current_principal)], responses=_UNAUTHORIZED)
+protected = APIRouter(dependencies=[Depends(current_principal)], responses={**_UNAUTHORIZED, **_BAD_INPUT})
 
 
 @public.get("/api/v1/health", tags=["gateway"])
@@ -128,6 +119,7 @@ def health(ctx: Ctx) -> dict[str, Any]:
     except Exception as err:
         log.warning("health check failed", exc_info=True)
         details = {"problems": [f"health check failed: {err}"]}
+    details = redact_obj(details)  # open to everyone: no URL credentials in sink errors and the like
     problems = details.get("problems")
     status_text = details.pop("status", None) or ("degraded" if problems else "ok")
     return {"status": status_text, "site": ctx.site_id, "site_name": ctx.site_name, "version": ctx.version,
@@ -154,7 +146,8 @@ def machine(machine_id: str, ctx: Ctx) -> dict[str, Any]:
 
 
 @protected.get("/api/v1/machines/{machine_id}/history", tags=["machines"], response_model=HistoryOut,
-               responses={**_UNKNOWN_MACHINE, 503: {"model": ErrorOut, "description": "no history store"}})
+               responses={**_UNKNOWN_MACHINE, **_BAD_INPUT,
+                          503: {"model": ErrorOut, "description": "no history store, or it did not answer"}})
 async def history(
     machine_id: str,
     ctx: Ctx,
@@ -186,7 +179,7 @@ async def history(
         log.warning("history query failed", extra={"machine": machine_id, "signal": signal}, exc_info=True)
         raise HTTPException(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"history store did not answer: {err}",
+            detail=redact(f"history store did not answer: {err}"),
         ) from err
     return HistoryOut(
         machine=machine_id,
@@ -197,24 +190,38 @@ async def history(
     )
 
 
-@protected.get("/metrics", tags=["gateway"], response_class=PlainTextResponse)
+@protected.get("/metrics", tags=["gateway"], response_class=PlainTextResponse,
+               responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                "description": "Prometheus text exposition format 0.0.4"},
+                          # errors stay JSON, whatever the media type of the answer
+                          401: {"description": "missing or bad token", "content": _JSON_ERROR},
+                          422: {"description": "not valid", "content": _JSON_ERROR}})
 def metrics(ctx: Ctx) -> PlainTextResponse:
     """The gateway's own health in Prometheus text format."""
     return PlainTextResponse(ctx.metrics.render(), media_type=PROMETHEUS_TEXT)
 
 
 @public.websocket("/api/v1/live")
-async def live(
-    websocket: WebSocket,
-    token: Annotated[str | None, Query(description="token, for browsers (they cannot set headers)")] = None,
-) -> None:
-    """A snapshot of every machine, then machine updates and alerts as they happen (JSON text frames)."""
+async def live(websocket: WebSocket) -> None:
+    """A snapshot of every machine, then machine updates and alerts as they happen (JSON text frames).
+
+    Authenticate with an `Authorization: Bearer <token>` header or, from a browser (which cannot set headers),
+    with a first text frame `{"type": "auth", "token": "<token>"}` within 10 s. A token in the URL is refused:
+    URLs end up in logs.
+    """
     ctx = context_of(websocket)
-    presented = token or bearer_token(websocket.headers.get("authorization"))
     # accept before closing so that the browser sees the 4401 close code, not a bare failed handshake
     await websocket.accept()
+    if any(secret_param(name) for name in websocket.query_params):
+        await websocket.close(code=WS_CLOSE_UNAUTHORIZED,
+                              reason="a token in the URL is refused; send it as the first message")
+        return
+    presented = bearer_token(websocket.headers.get("authorization"))
+    if presented is None:
+        presented = await _token_from_first_message(websocket)
     if find_principal(ctx.tokens, presented) is None:
-        await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token")
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token")
         return
     queue = ctx.live.subscribe()
     try:
@@ -224,6 +231,26 @@ async def live(
         log.debug("live client left during the snapshot")
     finally:
         ctx.live.unsubscribe(queue)
+
+
+async def _token_from_first_message(websocket: WebSocket) -> str | None:
+    """The token of a first frame `{"type": "auth", "token": "..."}`; None on anything else or after a timeout."""
+    try:
+        async with asyncio.timeout(WS_AUTH_TIMEOUT_S):
+            message = await websocket.receive()
+    except (TimeoutError, WebSocketDisconnect, OSError):
+        return None
+    text = message.get("text")
+    if message["type"] != "websocket.receive" or not isinstance(text, str) or len(text) > 4096:
+        return None
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+        return None
+    token: str = frame["token"]
+    return token
 
 
 async def _stream(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -> None:
@@ -247,18 +274,71 @@ async def _stream(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) ->
         tasks.start_soon(until_disconnect)
 
 
+@public.get("/docs", include_in_schema=False)
+def docs() -> FileResponse:
+    """Swagger UI from assets installed with the gateway (no CDN), started by a script file (no inline code)."""
+    return FileResponse(STATIC_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
+
+@public.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    return FileResponse(swagger_ui_dir() / "favicon.png", media_type="image/png")
+
+
+def swagger_ui_dir() -> Path:
+    """Swagger UI's assets as installed by the `fastapi-offline` package."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise KartechError("the fastapi-offline package is missing; reinstall the gateway with pip")
+    return Path(spec.origin).parent / "static"
+
+
+def describe_invalid(errors: Sequence[Any]) -> str:
+    """Pydantic's validation errors as one line a person can act on: where, and what is wrong (no input echoed)."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        where = {"query": "query parameter", "path": "path parameter", "header": "header", "body": "body"}.get(
+            loc[0] if loc else "", "")
+        name = ".".join(loc[1:])
+        label = f"{where} '{name}'" if where and name else (where or name or "request")
+        parts.append(f"{label}: {err.get('msg', 'is not valid')}")
+    return "; ".join(parts) or "the request is not valid"
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": describe_invalid(errors)})
+
+
+class _GuardedApp(FastAPI):
+    """FastAPI with `Guard` outermost, so that even the 500 page of an unexpected error has the security headers."""
+
+    guard_options: dict[str, Any]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Guard(super().build_middleware_stack(), **self.guard_options)
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     """The FastAPI app for one gateway; OpenAPI at /docs."""
-    app = FastAPI(
+    app = _GuardedApp(
         title=f"Kartech Gateway — {ctx.site_name}",
         version=ctx.version,
         description="Live machine status, history and the gateway's own metrics. "
-        "Send `Authorization: Bearer <token>` everywhere except /api/v1/health and the web page.",
+        "Send `Authorization: Bearer <token>` everywhere except /api/v1/health and the web page. "
+        f"Request bodies larger than {ctx.max_body_bytes} bytes are refused (413).",
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
+    app.guard_options = {"tokens": lambda: ctx.tokens, "max_body_bytes": ctx.max_body_bytes}
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.state.ctx = ctx
     app.include_router(public)
     app.include_router(protected)
     app.include_router(ops_router)
+    app.mount("/static/docs", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
@@ -310,6 +390,10 @@ async def serve(app: FastAPI, host: str, port: int, ready: asyncio.Event | None 
     """
     sock = _listen(host, port)
     app.state.bound_port = sock.getsockname()[1]
+    for name in ("uvicorn.error", "uvicorn.access"):  # uvicorn logs request URLs: never with a credential in them
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
     config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, server_header=False,
                             timeout_graceful_shutdown=5)
     server = _EmbeddedServer(config, ready)

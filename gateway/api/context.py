@@ -26,4 +26,5 @@ class ApiContext:
     history: HistoryQuery | None
     health: Callable[[], dict[str, Any]]
     version: str = "0.1.0"
+    max_body_bytes: int = 1 << 20  # larger request bodies are answered 413 without being read
     extra: dict[str, Any] = field(default_factory=dict)

@@ -6,20 +6,41 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.alerts.book import OPEN_STATES, AlertClosed, AlertNotFound
 from gateway.api.auth import Principal, context_of, current_principal, require_role
 from gateway.api.context import ApiContext
+from gateway.api.times import parse_time
 from gateway.maintenance.service import UnknownTask
 from gateway.state.operations import Operations
 
 NS = 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
 
 router = APIRouter(dependencies=[Depends(current_principal)],
-                   responses={401: {"description": "missing or bad token"}})
+                   responses={401: _error("missing or bad token"),
+                              422: _error("a parameter or the body is not valid; `detail` says which and why"),
+                              503: _error("alerts and maintenance are not running on this gateway")})
+_FORBIDDEN: Responses = {403: _error("the token's role may not change this (technician or admin needed)")}
+_BODY: Responses = {400: _error("the body is not UTF-8 text"),
+                    413: _error("request body too large (api.max_body_bytes)")}
+_ALERT: Responses = {404: _error("no such alert")}
+_CLOSED: Responses = {409: _error("the alert is closed")}
+_MACHINE: Responses = {404: _error("unknown machine")}
+_TIMES: Responses = {422: _error("a time is not ISO-8601, out of range, or 'from' is not before 'to'")}
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alert id")]
 Ctx = Annotated[ApiContext, Depends(context_of)]
 Technician = Annotated[Principal, Depends(require_role("technician", "admin"))]
 AlertState = Literal["open", "all", "closed", "active_unacknowledged", "acknowledged", "cleared_unacknowledged",
@@ -39,17 +60,6 @@ def _known(ctx: ApiContext, machine: str) -> None:
                             f"unknown machine '{machine}'; GET /api/v1/machines lists the known ones")
 
 
-def parse_time(name: str, text: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text.strip().replace(" ", "+"))
-    except ValueError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"{name}: '{text}' is not an ISO-8601 time; use e.g. 2026-11-26T09:00:00Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
 def _window(ops: Operations, start: str | None, end: str | None, default: timedelta) -> tuple[int, int]:
     end_ns = parse_time("to", end) if end else ops.clock() + 1  # "now" includes what happened this instant
     start_ns = parse_time("from", start) if start else end_ns - int(default.total_seconds() * NS)
@@ -64,6 +74,8 @@ class AckIn(BaseModel):
 
 
 class ShelveIn(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     duration_min: float = Field(gt=0, le=7 * 24 * 60, description="Shelve for this many minutes (at most 7 days); "
                                 "the alert comes back by itself afterwards.")
     note: str = Field(default="", max_length=2000, description="Why it is shelved.")
@@ -93,34 +105,35 @@ def list_alerts(
     return ops_of(ctx).book.find(state=state, machine=machine, severity=severity, limit=limit)
 
 
-@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
-def get_alert(alert_id: int, ctx: Ctx) -> dict[str, Any]:
+@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], responses=_ALERT)
+def get_alert(alert_id: AlertId, ctx: Ctx) -> dict[str, Any]:
     return _alert_call(ops_of(ctx).book.get, alert_id)
 
 
-@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
-def ack_alert(alert_id: int, ctx: Ctx, who: Technician, body: AckIn | None = None) -> dict[str, Any]:
+@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses={**_ALERT, **_CLOSED, **_FORBIDDEN, **_BODY})
+def ack_alert(alert_id: AlertId, ctx: Ctx, who: Technician, body: AckIn | None = None) -> dict[str, Any]:
     """Acknowledge: an alert whose condition is gone closes; an active one stays as `acknowledged`."""
     ops = ops_of(ctx)
     return _alert_call(ops.book.ack, alert_id, by=who.name, note=(body or AckIn()).note, now_ns=ops.clock())
 
 
-@router.post("/api/v1/alerts/{alert_id}/shelve", tags=["alerts"])
-def shelve_alert(alert_id: int, body: ShelveIn, ctx: Ctx, who: Technician) -> dict[str, Any]:
+@router.post("/api/v1/alerts/{alert_id}/shelve", tags=["alerts"],
+             responses={**_ALERT, **_CLOSED, **_FORBIDDEN, **_BODY})
+def shelve_alert(alert_id: AlertId, body: ShelveIn, ctx: Ctx, who: Technician) -> dict[str, Any]:
     """Shelve for a while: no notifications, hidden from the active list, back by itself when the time is up."""
     ops = ops_of(ctx)
     return _alert_call(ops.book.shelve, alert_id, by=who.name, duration_s=body.duration_min * 60, note=body.note,
                        now_ns=ops.clock())
 
 
-@router.post("/api/v1/alerts/{alert_id}/unshelve", tags=["alerts"])
-def unshelve_alert(alert_id: int, ctx: Ctx, who: Technician) -> dict[str, Any]:
+@router.post("/api/v1/alerts/{alert_id}/unshelve", tags=["alerts"], responses={**_ALERT, **_CLOSED, **_FORBIDDEN})
+def unshelve_alert(alert_id: AlertId, ctx: Ctx, who: Technician) -> dict[str, Any]:
     ops = ops_of(ctx)
     return _alert_call(ops.book.unshelve, alert_id, now_ns=ops.clock(), by=who.name)
 
 
 # --- events -----------------------------------------------------------------------------------------------------
-@router.get("/api/v1/events", tags=["events"])
+@router.get("/api/v1/events", tags=["events"], responses={**_MACHINE, **_TIMES})
 def list_events(
     ctx: Ctx,
     machine: Annotated[str | None, Query()] = None,
@@ -148,7 +161,7 @@ class ModeIn(BaseModel):
     note: str = Field(default="", max_length=2000)
 
 
-@router.get("/api/v1/maintenance", tags=["maintenance"])
+@router.get("/api/v1/maintenance", tags=["maintenance"], responses=_MACHINE)
 def maintenance(
     ctx: Ctx,
     machine: Annotated[str | None, Query()] = None,
@@ -171,7 +184,8 @@ def maintenance_log(ctx: Ctx, machine: Annotated[str | None, Query()] = None,
     return ops_of(ctx).maintenance.history(machine, task, limit)
 
 
-@router.post("/api/v1/maintenance/{machine}/{task}/done", tags=["maintenance"])
+@router.post("/api/v1/maintenance/{machine}/{task}/done", tags=["maintenance"],
+             responses={404: _error("unknown machine or task"), **_FORBIDDEN, **_BODY})
 def maintenance_done(machine: str, task: str, ctx: Ctx, who: Technician, body: DoneIn | None = None) -> dict[str, Any]:
     """Mark a task done now (logged with who and the note); its counters start again from zero."""
     ops = ops_of(ctx)
@@ -182,7 +196,8 @@ def maintenance_done(machine: str, task: str, ctx: Ctx, who: Technician, body: D
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
 
 
-@router.put("/api/v1/machines/{machine}/maintenance-mode", tags=["maintenance"])
+@router.put("/api/v1/machines/{machine}/maintenance-mode", tags=["maintenance"],
+            responses={**_MACHINE, **_FORBIDDEN, **_BODY})
 def maintenance_mode(machine: str, body: ModeIn, ctx: Ctx, who: Technician) -> dict[str, Any]:
     """Take a machine into maintenance (state `maintenance`, alerts suppressed) or back."""
     ops_of(ctx)
@@ -191,7 +206,7 @@ def maintenance_mode(machine: str, body: ModeIn, ctx: Ctx, who: Technician) -> d
 
 
 # --- OEE --------------------------------------------------------------------------------------------------------
-@router.get("/api/v1/oee", tags=["oee"])
+@router.get("/api/v1/oee", tags=["oee"], responses={**_MACHINE, **_TIMES})
 def oee(
     ctx: Ctx,
     machine: Annotated[str | None, Query(description="one machine; default every machine")] = None,

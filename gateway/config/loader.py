@@ -24,10 +24,17 @@ from gateway.config.ops import cross_checks as ops_checks
 from gateway.config.site import SiteConfig, site_model
 from gateway.driver import DriverSpec
 from gateway.errors import ConfigError
+from gateway.redact import secret_param
 
 Loc = tuple[str | int, ...]
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SECRET_KEYS = ("password", "token", "secret", "private_key_password")
+# HTTP headers that carry a credential (webhooks' `headers:`)
+SECRET_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token", "cookie",
+                  "x-access-token")
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^/@\s?#]+)@")
+_USER_PASSWORD = re.compile(r"(?P<user>(?:\$\{[^}]*\}|[^:])*)(?::(?P<password>.*))?$")
+_URL_QUERY = re.compile(r"[?&;](?P<name>[A-Za-z_-]+)=(?P<value>[^&#\s]*)")
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class _Doc:
     def __init__(self) -> None:
         self.lines: dict[Loc, int] = {}
         self.from_env: set[Loc] = set()
+        self.raw_text: dict[Loc, str] = {}  # scalars with ${ENV} references, as written
         self.missing_env: dict[Loc, list[str]] = {}
 
     def line_of(self, loc: Loc) -> int | None:
@@ -106,6 +114,7 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, doc: _Doc, loc: Loc, en
         original = value
         value = ENV_REF.sub(sub_env, value)
         doc.from_env.add(loc)
+        doc.raw_text[loc] = original
         if missing:
             doc.missing_env[loc] = missing
             return original  # validated as written; the missing variable is reported on its own
@@ -290,18 +299,57 @@ def _message(err: Mapping[str, Any], loc: Loc, model: type[SiteConfig], specs: M
     return f"{_fmt(value)}: {err['msg']}"
 
 
+def _literal_part(text: str) -> str:
+    """What of `text` is written in the file itself: ${VAR} references dropped, ${VAR:-default} kept as default."""
+    return ENV_REF.sub(lambda m: m.group(2) or "", text)
+
+
 def _secret_problems(data: Any, doc: _Doc, loc: Loc = ()) -> list[tuple[Loc, object, str]]:
+    """Secrets written into the file, wherever they hide: secret keys (also as a ${VAR:-default}), credential
+    headers, user:password@ in URLs, secret-looking query parameters of URLs."""
     out: list[tuple[Loc, object, str]] = []
     if isinstance(data, dict):
         for k, v in data.items():
             sub = (*loc, str(k))
-            if str(k) in SECRET_KEYS and isinstance(v, str) and v and sub not in doc.from_env:
-                out.append((sub, "***", f"is written literally; write it as ${{ENV_VAR}} so the secret stays "
-                            f"out of the file (e.g. {k}: ${{{_env_name(loc, str(k))}}})"))
+            raw = doc.raw_text.get(sub, v)
+            if str(k) in SECRET_KEYS and isinstance(v, str) and isinstance(raw, str) and v:
+                example = f"{k}: ${{{_env_name(loc, str(k))}}}"
+                if sub not in doc.from_env:
+                    out.append((sub, "***", f"is written literally; write it as ${{ENV_VAR}} so the secret stays "
+                                f"out of the file (e.g. {example})"))
+                elif _literal_part(raw):
+                    out.append((sub, "***", "has a literal default (${VAR:-...}), which puts the secret in the "
+                                f"file after all; drop the default (e.g. {example})"))
+            elif (loc[-1:] == ("headers",) and str(k).lower() in SECRET_HEADERS and isinstance(raw, str)
+                  and _literal_part(raw).strip().lower() not in ("", "bearer", "basic", "token")):
+                scheme = "Bearer " if str(k).lower() == "authorization" else ""
+                out.append((sub, "***", "carries a credential written literally; take it from the environment "
+                            f"(e.g. {k}: {scheme}${{{_env_name(loc[:-1], 'token')}}})"))
             out.extend(_secret_problems(v, doc, sub))
     elif isinstance(data, list):
         for i, v in enumerate(data):
             out.extend(_secret_problems(v, doc, (*loc, i)))
+    elif isinstance(data, str):
+        out.extend(_url_secret_problems(doc.raw_text.get(loc, data), loc))
+    return out
+
+
+def _url_secret_problems(raw: str, loc: Loc) -> list[tuple[Loc, object, str]]:
+    out: list[tuple[Loc, object, str]] = []
+    if "://" not in raw:
+        return out
+    for m in _URL_USERINFO.finditer(raw):
+        split = _USER_PASSWORD.match(m["userinfo"])  # the ':' between user and password, not one inside ${..:-..}
+        user, password = (split["user"], split["password"] or "") if split else (m["userinfo"], "")
+        if _literal_part(password) or (not password and _literal_part(user)):
+            out.append((loc, "***", "has credentials in the URL (user:password@), where logs and error texts "
+                        "would show them; give them in their own keys as ${ENV_VAR} (username:, password:)"))
+            break
+    for m in _URL_QUERY.finditer(raw):
+        if secret_param(m["name"]) and _literal_part(m["value"]):
+            out.append((loc, "***", f"has a secret in the URL's query ({m['name']}=...); take it from the "
+                        f"environment (e.g. {m['name']}=${{{_env_name(loc, m['name'])}}})"))
+            break
     return out
 
 

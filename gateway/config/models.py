@@ -210,6 +210,8 @@ class ApiSection(Strict):
     host: str = Field(default="127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     tokens: list[ApiToken] = Field(default_factory=list, description="Bearer tokens accepted by the API.")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30,
+                                description="Larger request bodies are refused (413) without being read.")
 
 
 class MachineBase(Strict):

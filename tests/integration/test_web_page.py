@@ -100,7 +100,8 @@ async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> Non
             assert (await http.get("/api/v1/health")).json()["status"] == "ok"
             assert (await http.get("/api/v1/machines")).status_code == 401
 
-        async with connect(f"{live_url}?token=wrong") as ws:
+        async with connect(live_url) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": "wrong"}))
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
         assert closed.value.rcvd is not None
@@ -115,7 +116,8 @@ async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> Non
         while hub.subscriber_count():
             await asyncio.sleep(0.01)
 
-        staying = await connect(f"{live_url}?token={TOKEN}")
+        staying = await connect(live_url)
+        await staying.send(json.dumps({"type": "auth", "token": TOKEN}))
         await staying.recv()
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -202,6 +204,8 @@ def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadS
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             errors: list[str] = []
             page.on("pageerror", lambda err: errors.append(str(err)))
+            # a Content-Security-Policy violation shows up as a console error ("Refused to ...")
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.goto(server.base_url)
             expect(page.locator("#site-name")).to_have_text("Kartech · Karaganda")
             page.fill("#token", TOKEN)
@@ -235,5 +239,32 @@ def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadS
             assert page.evaluate("localStorage.getItem('kartech.token')") == TOKEN
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             assert errors == []
+        finally:
+            browser.close()
+
+
+@pytest.mark.usefixtures("browser_needs")
+def test_docs_work_without_internet_under_the_csp(live_server: tuple[ThreadServer, LiveHub]) -> None:
+    """Swagger UI comes from the gateway itself: every request stays on the gateway, nothing breaks the CSP."""
+    from playwright.sync_api import expect, sync_playwright
+
+    server, _ = live_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            requested: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("request", lambda req: requested.append(req.url))
+            response = page.goto(f"{server.base_url}docs")
+            assert response is not None
+            assert "default-src 'none'" in response.headers["content-security-policy"]
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("Kartech Gateway")
+            expect(page.locator(".opblock-summary-path", has_text="/api/v1/machines").first).to_be_visible()
+            assert errors == []
+            assert requested
+            assert [url for url in requested if not url.startswith(server.base_url)] == []
         finally:
             browser.close()

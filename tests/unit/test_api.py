@@ -313,8 +313,13 @@ def test_metrics_is_prometheus_text(client: TestClient) -> None:
 
 
 # --- live WebSocket ---------------------------------------------------------------------------------------
+def auth(token: str) -> dict[str, str]:
+    return {"type": "auth", "token": token}
+
+
 def test_live_sends_a_snapshot_then_updates(client: TestClient, hub: LiveHub) -> None:
-    with client.websocket_connect("/api/v1/live?token=viewer-secret") as ws:
+    with client.websocket_connect("/api/v1/live") as ws:
+        ws.send_json(auth("viewer-secret"))  # a browser cannot set headers: the token is the first message
         snapshot = ws.receive_json()
         assert snapshot == {"type": "snapshot", "machines": hub.machines()}
 
@@ -335,9 +340,37 @@ def test_live_accepts_the_authorization_header(client: TestClient) -> None:
         assert ws.receive_json()["type"] == "snapshot"
 
 
-@pytest.mark.parametrize("url", ["/api/v1/live", "/api/v1/live?token=wrong", "/api/v1/live?token="])
-def test_live_closes_with_4401_on_a_bad_token(client: TestClient, hub: LiveHub, url: str) -> None:
-    with client.websocket_connect(url) as ws, pytest.raises(WebSocketDisconnect) as closed:
+@pytest.mark.parametrize("first", [auth("wrong"), auth(""), {"type": "auth"}, {"token": "viewer-secret"},
+                                   "viewer-secret", ["auth", "viewer-secret"]])
+def test_live_closes_with_4401_on_a_bad_first_message(client: TestClient, hub: LiveHub, first: Any) -> None:
+    with client.websocket_connect("/api/v1/live") as ws:
+        if isinstance(first, str):
+            ws.send_text(first)
+        else:
+            ws.send_json(first)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4401
+    assert hub.subscriber_count() == 0
+
+
+@pytest.mark.parametrize("url", ["/api/v1/live?token=viewer-secret", "/api/v1/live?access_token=viewer-secret",
+                                 "/api/v1/live?TOKEN=viewer-secret&x=1"])
+def test_live_refuses_a_token_in_the_url_even_a_valid_one(client: TestClient, hub: LiveHub, url: str) -> None:
+    """URLs end up in access logs and browser history: a token there is refused, not used."""
+    with client.websocket_connect(url) as ws:
+        ws.send_json(auth("viewer-secret"))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4401
+    assert "URL" in closed.value.reason
+    assert hub.subscriber_count() == 0
+
+
+def test_live_closes_with_4401_when_no_token_comes_in_time(client: TestClient, hub: LiveHub,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.api.app.WS_AUTH_TIMEOUT_S", 0.2)
+    with client.websocket_connect("/api/v1/live") as ws, pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_json()
     assert closed.value.code == 4401
     assert hub.subscriber_count() == 0

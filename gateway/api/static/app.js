@@ -211,10 +211,11 @@
     clearTimeout(retryTimer);
     const url = new URL("api/v1/live", location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("token", token);
     setConn(conn === "reconnecting" ? "reconnecting" : "connecting");
     const ws = new WebSocket(url);
     socket = ws;
+    // the token goes in the first message, never in the URL (URLs end up in logs)
+    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token }));
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
       if (msg.type === "snapshot") {
