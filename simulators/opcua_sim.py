@@ -37,7 +37,10 @@ from typing import Any, Literal, TypeVar
 from asyncua import Server, ua
 from asyncua.common.node import Node
 from asyncua.common.structures104 import new_enum
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from simulators.dynamics import Furnace, Model
 from simulators.opcua_models import EXECUTION_STATES, Cnc
@@ -125,7 +128,7 @@ class OpcuaSimServer:
                  security: Sequence[SecurityChoice] = ("None",), certificate: bytes | None = None,
                  private_key: bytes | None = None, users: Mapping[str, str] | None = None,
                  allow_anonymous: bool = True, interval_s: float = 0.5, seed: int = 1,
-                 extra_variables: int = 0) -> None:
+                 extra_variables: int = 0, trusted_clients: Sequence[bytes] | None = None) -> None:
         self.host = host
         self.port = port
         self.security = tuple(security)
@@ -136,6 +139,10 @@ class OpcuaSimServer:
         self.allow_anonymous = allow_anonymous
         self.interval_s = interval_s
         self.extra_variables = extra_variables
+        # DER certificates of the clients this server trusts (None: any); others are refused at CreateSession
+        # with BadCertificateUntrusted, as a server whose administrator has not trusted the gateway yet does
+        self.trusted_clients = None if trusted_clients is None else {bytes(c) for c in trusted_clients}
+        self.refused_clients = 0
         self.machines: list[SimMachine] = []
         for mid, kind in machines:
             pick = random.Random(f"{seed}:{mid}")
@@ -256,6 +263,8 @@ class OpcuaSimServer:
         if any(s != "None" for s in self.security):
             tokens.append(ua.X509IdentityToken)
         server.set_identity_tokens(tokens)
+        if self.trusted_clients is not None:
+            server.set_certificate_validator(self._validate_client)
         if self.certificate and self.private_key:
             await server.load_certificate(self.certificate, format=_format(self.certificate))
             await server.load_private_key(self.private_key, format=_format(self.private_key))
@@ -305,6 +314,12 @@ class OpcuaSimServer:
         self._server = server
         await self._update()
         self._task = asyncio.create_task(self._ticker())
+
+    async def _validate_client(self, cert: x509.Certificate, _app: ua.ApplicationDescription) -> None:
+        assert self.trusted_clients is not None
+        if cert.public_bytes(serialization.Encoding.DER) not in self.trusted_clients:
+            self.refused_clients += 1
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
     async def _stop_server(self) -> None:
         if self._task is not None:

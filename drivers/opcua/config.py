@@ -201,6 +201,11 @@ class OpcuaMachine(MachineBase):
         description="The session is checked this often (server state read + subscription keep-alive); a dead or "
         "silent session is detected within watchdog_s + timeout_s and the connection is rebuilt.",
     )
+    reconnect_max_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="Longest wait between reconnect attempts after a loss: the first attempt is at once, then "
+        "1 s doubling up to this (with jitter), so fresh values return within about this long of the server.",
+    )
     signals: dict[str, SignalConfig] = Field(
         min_length=1, description="Signal name -> node and how to read it."
     )
