@@ -85,6 +85,18 @@ FURNACE_NODES: dict[str, tuple[str, ua.VariantType]] = {
     "state": ("State", ua.VariantType.String),
 }
 
+# signal -> (UNECE Rec 20 common code, display name): the variable's EngineeringUnits property (EUInformation)
+ENGINEERING_UNITS: dict[str, tuple[str, str]] = {
+    "spindle_speed": ("RPM", "r/min"), "spindle_load": ("P1", "%"), "feed_rate": ("H81", "mm/min"),
+    "temperature": ("CEL", "°C"), "setpoint": ("CEL", "°C"), "heater_pct": ("P1", "%"),
+}
+UNECE_NS = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+
+def unece_id(code: str) -> int:
+    """EUInformation.UnitId of a UNECE common code: its ASCII bytes as one number (Part 8, 5.6.3)."""
+    return int.from_bytes(code.encode("ascii"), "big")
+
 
 def namespace_of(kind: Kind) -> str:
     return CNC_NS if kind == "cnc" else FURNACE_NS
@@ -293,6 +305,13 @@ class OpcuaSimServer:
                     ua.NodeId(f"{m.id}.{path}", ns), ua.QualifiedName(leaf, ns), ua.Variant(initial, vtype),
                     datatype=enum_type if signal == "execution" else None)
                 m.nodes[signal] = var
+                if signal in ENGINEERING_UNITS:
+                    code, shown = ENGINEERING_UNITS[signal]
+                    eu = ua.EUInformation(NamespaceUri=UNECE_NS, UnitId=unece_id(code),
+                                          DisplayName=ua.LocalizedText(shown), Description=ua.LocalizedText(shown))
+                    await var.add_property(ua.NodeId(f"{m.id}.{path}.EngineeringUnits", ns),
+                                           ua.QualifiedName("EngineeringUnits", 0), eu,
+                                           datatype=ua.NodeId(ua.ObjectIds.EUInformation))
             if m.kind == "cnc":
                 ident = await obj.add_object(ua.NodeId(f"{m.id}.Identification", ns),
                                              ua.QualifiedName("Identification", ns))
