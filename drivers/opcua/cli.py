@@ -357,10 +357,8 @@ class _Browser:
             if v.unit:
                 fields.append(f"unit: {json.dumps(v.unit, ensure_ascii=False)}")
             note = f"{v.type_name}, now {v.value}" + (f"; {v.unit_note}" if v.unit_note else "")
-            guess = {n: g for n in v.enum_names if (g := _state_guess(n))}
-            if guess:
-                fields.append("map: {" + ", ".join(f"{k}: {g}" for k, g in guess.items()) + "}")
-                note += "; map: values -> machine states, edit or remove"
+            if v.enum_names:  # machine states come from state rules on these values (docs/operations.md)
+                note += f"; values {', '.join(v.enum_names)}"
             lines.append(f"  {signal}: {{{', '.join(fields)}}}   # {note}")
         return "\n".join(lines)
 
@@ -371,15 +369,6 @@ def _snake(text: str) -> str:
     tail = "_".join(parts[-2:]) if len(parts) >= 2 and parts[-2].isalpha() else (parts[-1] if parts else "signal")
     s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", tail).lower()
     return re.sub(r"[^a-z0-9_]+", "_", s).strip("_") or "signal"
-
-
-_STATE_WORDS = {"executing": "running", "running": "running", "notexecuting": "idle", "idle": "idle",
-                "outofservice": "maintenance", "maintenance": "maintenance", "notavailable": "offline",
-                "error": "error", "fault": "error", "paused": "paused", "hold": "paused"}
-
-
-def _state_guess(name: str) -> str | None:
-    return _STATE_WORDS.get(name.lower().replace("_", ""))
 
 
 # UNECE Rec 20 common codes (EUInformation.UnitId, OPC 10000-8 5.6.3) of the units the gateway knows

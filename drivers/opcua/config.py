@@ -111,8 +111,8 @@ class SignalConfig(Strict):
     )
     map: dict[str, str] | None = Field(
         default=None,
-        description="Translate enum/string values, e.g. {Executing: running, NotExecuting: idle}; values not "
-        "listed pass unchanged. On the signal named `state` the targets must be machine states.",
+        description="Translate enum/string values, e.g. {Executing: executing, NotExecuting: stopped}; values not "
+        "listed pass unchanged. Machine states are derived in the site's state section (state rules), not here.",
     )
     sampling_interval_s: float | None = Field(
         default=None, ge=0, description="Server-side sampling interval of this signal; default: the machine's."

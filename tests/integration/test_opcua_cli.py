@@ -52,8 +52,8 @@ def test_browse_prints_a_paste_ready_machine_block_with_units(sim: OpcuaSimServe
     assert signals["spindle_load"]["unit"] == "%"
     assert signals["feed_rate"]["unit"] == "mm/min"
     assert "unit" not in signals["part_counter"]
-    assert signals["execution_state"]["map"] == {"NotAvailable": "offline", "OutOfService": "maintenance",
-                                                 "NotExecuting": "idle", "Executing": "running"}
+    assert signals["execution_state"] == {"node": f"nsu={CNC_NS};s=cnc-01.ExecutionState"}
+    assert "values NotAvailable, OutOfService, NotExecuting, Executing" in out  # for state rules
     # pasted under a machine, check-config accepts it as it is
     machine = yaml.safe_dump({"id": "cnc-01", "name": "CNC", "kind": "cnc", "driver": "opcua", **block},
                              sort_keys=False)
