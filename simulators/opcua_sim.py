@@ -37,7 +37,10 @@ from typing import Any, Literal, TypeVar
 from asyncua import Server, ua
 from asyncua.common.node import Node
 from asyncua.common.structures104 import new_enum
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from simulators.dynamics import Furnace, Model
 from simulators.opcua_models import EXECUTION_STATES, Cnc
@@ -82,6 +85,18 @@ FURNACE_NODES: dict[str, tuple[str, ua.VariantType]] = {
     "state": ("State", ua.VariantType.String),
 }
 
+# signal -> (UNECE Rec 20 common code, display name): the variable's EngineeringUnits property (EUInformation)
+ENGINEERING_UNITS: dict[str, tuple[str, str]] = {
+    "spindle_speed": ("RPM", "r/min"), "spindle_load": ("P1", "%"), "feed_rate": ("H81", "mm/min"),
+    "temperature": ("CEL", "°C"), "setpoint": ("CEL", "°C"), "heater_pct": ("P1", "%"),
+}
+UNECE_NS = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+
+def unece_id(code: str) -> int:
+    """EUInformation.UnitId of a UNECE common code: its ASCII bytes as one number (Part 8, 5.6.3)."""
+    return int.from_bytes(code.encode("ascii"), "big")
+
 
 def namespace_of(kind: Kind) -> str:
     return CNC_NS if kind == "cnc" else FURNACE_NS
@@ -125,7 +140,7 @@ class OpcuaSimServer:
                  security: Sequence[SecurityChoice] = ("None",), certificate: bytes | None = None,
                  private_key: bytes | None = None, users: Mapping[str, str] | None = None,
                  allow_anonymous: bool = True, interval_s: float = 0.5, seed: int = 1,
-                 extra_variables: int = 0) -> None:
+                 extra_variables: int = 0, trusted_clients: Sequence[bytes] | None = None) -> None:
         self.host = host
         self.port = port
         self.security = tuple(security)
@@ -136,6 +151,10 @@ class OpcuaSimServer:
         self.allow_anonymous = allow_anonymous
         self.interval_s = interval_s
         self.extra_variables = extra_variables
+        # DER certificates of the clients this server trusts (None: any); others are refused at CreateSession
+        # with BadCertificateUntrusted, as a server whose administrator has not trusted the gateway yet does
+        self.trusted_clients = None if trusted_clients is None else {bytes(c) for c in trusted_clients}
+        self.refused_clients = 0
         self.machines: list[SimMachine] = []
         for mid, kind in machines:
             pick = random.Random(f"{seed}:{mid}")
@@ -260,6 +279,8 @@ class OpcuaSimServer:
         if any(s != "None" for s in self.security):
             tokens.append(ua.X509IdentityToken)
         server.set_identity_tokens(tokens)
+        if self.trusted_clients is not None:
+            server.set_certificate_validator(self._validate_client)
         if self.certificate and self.private_key:
             await server.load_certificate(self.certificate, format=_format(self.certificate))
             await server.load_private_key(self.private_key, format=_format(self.private_key))
@@ -288,6 +309,13 @@ class OpcuaSimServer:
                     ua.NodeId(f"{m.id}.{path}", ns), ua.QualifiedName(leaf, ns), ua.Variant(initial, vtype),
                     datatype=enum_type if signal == "execution" else None)
                 m.nodes[signal] = var
+                if signal in ENGINEERING_UNITS:
+                    code, shown = ENGINEERING_UNITS[signal]
+                    eu = ua.EUInformation(NamespaceUri=UNECE_NS, UnitId=unece_id(code),
+                                          DisplayName=ua.LocalizedText(shown), Description=ua.LocalizedText(shown))
+                    await var.add_property(ua.NodeId(f"{m.id}.{path}.EngineeringUnits", ns),
+                                           ua.QualifiedName("EngineeringUnits", 0), eu,
+                                           datatype=ua.NodeId(ua.ObjectIds.EUInformation))
             if m.kind == "cnc":
                 ident = await obj.add_object(ua.NodeId(f"{m.id}.Identification", ns),
                                              ua.QualifiedName("Identification", ns))
@@ -309,6 +337,12 @@ class OpcuaSimServer:
         self._server = server
         await self._update()
         self._task = asyncio.create_task(self._ticker())
+
+    async def _validate_client(self, cert: x509.Certificate, _app: ua.ApplicationDescription) -> None:
+        assert self.trusted_clients is not None
+        if cert.public_bytes(serialization.Encoding.DER) not in self.trusted_clients:
+            self.refused_clients += 1
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
     async def _stop_server(self) -> None:
         if self._task is not None:

@@ -8,7 +8,15 @@ filament use, cool-down, then the next job; simulated time may run faster than t
 
 Failure modes on demand: `thermal_runaway()`, `filament_runout()` / `resume()`, `unplug()` / `plug()` (the job
 keeps printing from SD meanwhile), `inject_noise(kind)`, `garble` (wrong baud), `go_silent()` / `wake()`,
-`corrupt_next_line()` (a host line arrives damaged: checksum error and resend request).
+`corrupt_next_line()` (a host line arrives damaged: checksum error and resend request), `reset()` (the reset
+button; with `reset_on_connect` also the first line a host sends, as an Arduino-style auto-reset board does).
+
+A reset behaves like the real boot: what the host sends during the bootloader is lost, optional bootloader noise
+(`bootloader_noise_lines`, garbage at another baud rate), `start` (on some boards with glitch bytes glued to it,
+`reset_glitch`, e.g. `RESET_GLITCH`), then the banner (`echo:`
+lines, the settings report) without any `ok`; commands that arrive during the banner are answered after it, in
+order. The firmware answers strictly one command at a time: a command that arrives while an earlier one is still
+unanswered, or in the same write as another one, is counted in `overlaps` (a host that floods the firmware).
 """
 
 from __future__ import annotations
@@ -23,12 +31,26 @@ from drivers.serial.marlin import unnumber
 from simulators.serial_pty import PtyDevice
 
 Flavour = Literal["marlin", "prusa", "klipper"]
-Phase = Literal["idle", "heating", "printing", "paused", "cooling", "halted"]
+Phase = Literal["idle", "heating", "printing", "paused", "cooling", "halted", "bootloader", "banner"]
 NoiseKind = Literal["binary", "garbled", "over_long", "partial_line", "blank"]
 
 JOB_FILES = ("bracket_v3.gcode", "gear_housing_PETG.gcode", "hinge_x4.gcode", "sensor_mount.gcode",
              "cable_clip_x12.gcode", "fan_duct_v2.gcode")
 AMBIENT_C = 23.0
+BOOTLOADER_S = 0.5  # wall seconds a reset spends in the bootloader, deaf to the host
+BANNER_LINES_PER_TICK = 2
+RESET_GLITCH = b"\xff\x00"  # what the TX line does while the MCU resets: bytes glued to the first line
+MARLIN_BANNER = (
+    "echo:PowerUp", "Marlin 2.1.2.1", "echo: Last Updated: 2023-07-12 | Author: (none, default config)",
+    "echo: Compiled: Jun 10 2024", "echo: Free Memory: 4295  PlannerBufferBytes: 1232",
+    "echo:V86 stored settings retrieved (669 bytes; crc 9046)", "echo:; Linear Units:", "echo:  G21 ; (mm)",
+    "echo:; Temperature Units:", "echo:  M149 C ; Units in Celsius", "echo:; Steps per unit:",
+    "echo: M92 X80.00 Y80.00 Z400.00 E93.00", "echo:; Hotend PID:", "echo:  M301 P21.73 I1.54 D76.55",
+    "echo:; Power-loss recovery:", "echo:  M413 S1 ; ON", "echo:SD card ok")
+PRUSA_BANNER = (
+    "echo: 3.13.3-7094", "echo: Last Updated: Feb 27 2024 16:22:26 | Author: (none, default config)",
+    "Compiled: Feb 27 2024", "echo: Free Memory: 2117  PlannerBufferBytes: 1392",
+    "echo:Stored settings retrieved", "echo:SD card ok", "LCD status changed")
 
 
 def dos_name(name: str, index: int = 1) -> str:
@@ -68,7 +90,8 @@ class VirtualPrinter(PtyDevice):
     def __init__(self, link_path: str | None = None, *, name: str = "printer", flavour: Flavour = "marlin",
                  time_scale: float = 1.0, seed: int = 1, job_duration_s: float = 1800.0,
                  idle_between_jobs_s: float | None = 300.0, start_progress_pct: float | None = None,
-                 keepalive: bool = True, filament_mm_per_s: float = 1.6) -> None:
+                 keepalive: bool = True, filament_mm_per_s: float = 1.6, reset_on_connect: bool = False,
+                 bootloader_noise_lines: int = 0, reset_glitch: bytes = b"") -> None:
         super().__init__(link_path, name=name)
         self.flavour: Flavour = flavour
         self.time_scale = time_scale
@@ -77,6 +100,11 @@ class VirtualPrinter(PtyDevice):
         self.idle_between_jobs_s = idle_between_jobs_s
         self.keepalive = keepalive
         self.filament_mm_per_s = filament_mm_per_s
+        self.reset_on_connect = reset_on_connect
+        self.bootloader_noise_lines = bootloader_noise_lines
+        self.reset_glitch = reset_glitch
+        self.overlaps = 0
+        self.resets = 0
         self.phase: Phase = "idle"
         self.job: SimJob | None = None
         self.nozzle = AMBIENT_C + self.rng.uniform(-1, 1)
@@ -93,6 +121,11 @@ class VirtualPrinter(PtyDevice):
         self.silent = False
         self._corrupt = 0
         self._queued: list[str] = []
+        self._boot_input: list[str] = []
+        self._banner: list[str] = []
+        self._boot_until = 0.0
+        self._seen_host = False
+        self._last_chunk = -1
         self._last_wall: float | None = None
         self._next_report = 0.0
         self._next_busy = 0.0
@@ -152,6 +185,9 @@ class VirtualPrinter(PtyDevice):
             wall_dt = now - self._last_wall
             self._last_wall = now
             dt = wall_dt * self.time_scale
+            if self.phase in ("bootloader", "banner"):
+                self._boot(now)
+                return
             if self.phase == "halted":
                 return
             self._physics(dt)
@@ -227,6 +263,22 @@ class VirtualPrinter(PtyDevice):
         with self.lock:
             if self.silent or self.phase == "halted":
                 return
+            first, self._seen_host = not self._seen_host, True
+            if first and self.reset_on_connect:
+                self.reset()  # the host's open raised DTR: the board resets and this line dies in the bootloader
+                return
+            if self.phase == "bootloader":
+                return  # deaf until the firmware runs
+            if self._queued or self._boot_input or self.chunk == self._last_chunk:
+                self.overlaps += 1  # sent before the previous command's answer could have been read
+            self._last_chunk = self.chunk
+            if self.phase == "banner":
+                self._boot_input.append(line)  # received into the serial buffer, handled once setup() is done
+                return
+            self._handle(line)
+
+    def _handle(self, line: str) -> None:
+        with self.lock:
             n, command, ok = unnumber(line)
             if self._corrupt > 0:
                 self._corrupt -= 1
@@ -350,14 +402,44 @@ class VirtualPrinter(PtyDevice):
             self.phase = "halted"
 
     def reset(self) -> None:
-        """The reset button: the firmware boots again."""
+        """The reset button: the firmware boots again (bootloader, `start`, banner; see the module docstring)."""
         with self.lock:
-            self.phase = "idle"
+            self.resets += 1
             self.job = None
             self.autoreport_s = 0.0
             self.last_n = 0
+            self.nozzle_target = self.bed_target = 0.0
             self._queued.clear()
-            self.write_line("start")
+            self._boot_input.clear()
+            if self.flavour == "klipper":  # the host software restarts; the serial side just says so
+                self.phase = "idle"
+                self.write_line("start")
+                return
+            self.phase = "bootloader"
+            self._boot_until = 0.0  # set by the next tick, in the simulator's own clock
+            for i in range(self.bootloader_noise_lines):
+                self.write_raw(bytes((0x80 + (i * 37 + k * 11) % 0x7F) for k in range(12)) + b"\r\n")
+
+    def _boot(self, now: float) -> None:
+        if self.phase == "bootloader":
+            if not self._boot_until:
+                self._boot_until = now + BOOTLOADER_S
+                return
+            if now < self._boot_until:
+                return
+            self.write_raw(self.reset_glitch + b"start\n")
+            self.phase = "banner"
+            self._banner = list(MARLIN_BANNER if self.flavour == "marlin" else PRUSA_BANNER)
+            return
+        for _ in range(BANNER_LINES_PER_TICK):
+            if self._banner:
+                self.write_line(self._banner.pop(0))
+        if not self._banner:
+            self.phase = "idle"
+            self._idle_left_s = self.idle_between_jobs_s or 0.0
+            pending, self._boot_input = self._boot_input, []
+            for line in pending:
+                self._handle(line)
 
     def filament_runout(self) -> None:
         """The runout sensor trips: the job pauses until `resume()`."""

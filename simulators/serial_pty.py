@@ -39,6 +39,7 @@ class PtyDevice(abc.ABC):
         self._slave: int | None = None
         self.slave_name = ""
         self._inbuf = bytearray()
+        self.chunk = 0  # counts reads from the host: lines with the same number arrived in one write (or burst)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.plugged = threading.Event()
@@ -143,6 +144,7 @@ class PtyDevice(abc.ABC):
             log.exception("%s: simulator tick failed", self.name)
 
     def _feed(self, data: bytes) -> None:
+        self.chunk += 1
         self._inbuf += data
         while True:
             idx = min((i for i in (self._inbuf.find(b"\n"), self._inbuf.find(b"\r")) if i >= 0), default=-1)

@@ -111,8 +111,8 @@ class SignalConfig(Strict):
     )
     map: dict[str, str] | None = Field(
         default=None,
-        description="Translate enum/string values, e.g. {Executing: running, NotExecuting: idle}; values not "
-        "listed pass unchanged. On the signal named `state` the targets must be machine states.",
+        description="Translate enum/string values, e.g. {Executing: executing, NotExecuting: stopped}; values not "
+        "listed pass unchanged. Machine states are derived in the site's state section (state rules), not here.",
     )
     sampling_interval_s: float | None = Field(
         default=None, ge=0, description="Server-side sampling interval of this signal; default: the machine's."
@@ -200,6 +200,11 @@ class OpcuaMachine(MachineBase):
         default=2.0, gt=0, le=300,
         description="The session is checked this often (server state read + subscription keep-alive); a dead or "
         "silent session is detected within watchdog_s + timeout_s and the connection is rebuilt.",
+    )
+    reconnect_max_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="Longest wait between reconnect attempts after a loss: the first attempt is at once, then "
+        "1 s doubling up to this (with jitter), so fresh values return within about this long of the server.",
     )
     signals: dict[str, SignalConfig] = Field(
         min_length=1, description="Signal name -> node and how to read it."

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,22 +38,32 @@ from gateway.supervisor import DriverContext
 log = logging.getLogger(__name__)
 
 
+# asyncua's own lines for what the driver reports itself, once, through the supervisor (a closed connection, an
+# error status or ERR message from the server during connect): logged at every retry otherwise, some as tracebacks
+_LIBRARY_REPEATS = ("called but connection is closed", "Received an error", "Got error status from server",
+                    "ServiceFault (", "create_session fault response", "Exception raised while parsing message")
+
+
 class _ExpectedLoss(logging.Filter):
     """Drops asyncua's tracebacks for a connection that closed: the supervisor logs the loss once, plainly."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)):
+        if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError, ua.UaStatusCodeError)):
             return False
-        return "called but connection is closed" not in str(record.msg)
+        msg = str(record.msg)
+        return not any(text in msg for text in _LIBRARY_REPEATS)
 
 
 _LOSS_FILTER = _ExpectedLoss()
+# status codes a server answers with when it does not trust the client's application certificate
+_CERT_REFUSED = re.compile(r"^Bad(SecurityChecksFailed|Certificate\w*|SecurityPolicyRejected)$")
 
 
 def _quiet_expected_losses() -> None:
     for name in ("asyncua.client.ua_session.UaSession", "asyncua.client.ua_session", "asyncua.client.client",
-                 "asyncua.client.ua_client.UaClient"):
+                 "asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol",
+                 "asyncua.uaprotocol", "asyncua.common.subscription"):
         logger = logging.getLogger(name)
         if _LOSS_FILTER not in logger.filters:
             logger.addFilter(_LOSS_FILTER)
@@ -124,6 +135,10 @@ class OpcuaDriver:
             self._set_lost(f"connection lost: {_err(exc)}")
 
         client.connection_lost_callback = on_lost
+        backoff = ctx.backoff  # after a loss: retry at once, then at most reconnect_max_s apart
+        backoff.cap_s = m.reconnect_max_s
+        backoff.initial_s = min(1.0, m.reconnect_max_s)
+        backoff.immediate_first = True
         await apply_security(client, self.endpoint, m.security, m.identity, self.name, m.timeout_s,
                              warn_insecure=not self._warned)
         self._warned = True
@@ -132,9 +147,10 @@ class OpcuaDriver:
                 await client.connect()
         except UntrustedServer:
             raise
-        except (*_NET_ERRORS, ValueError) as err:
+        except (*_NET_ERRORS, ValueError, AssertionError) as err:
+            # AssertionError: asyncua's handshake asserts on a channel the server closed instead of answering
             await self._close(client)
-            raise DriverUnavailable(f"cannot connect to {self.endpoint}: {_err(err)}") from err
+            raise DriverUnavailable(self._connect_error(err)) from err
         try:
             async with asyncio.timeout(m.timeout_s * 4):
                 self.namespaces = list(await client.get_namespace_array())
@@ -151,6 +167,20 @@ class OpcuaDriver:
             raise DriverUnavailable(f"lost {self.endpoint}: {reason}") from err
         finally:
             await self._close(client)
+
+    def _connect_error(self, err: BaseException) -> str:
+        """Why connecting failed, in words that say what to do (a refused certificate names the file)."""
+        sec = self.machine.security
+        code = ua.StatusCode(err.code).name if isinstance(err, ua.UaStatusCodeError) else ""
+        if sec.policy != "None" and (_CERT_REFUSED.match(code) or isinstance(err, AssertionError)):
+            how = f"refused the gateway's certificate ({code})" if code else \
+                "closed the connection while the secure channel was opened: it probably refuses the gateway's " \
+                "certificate"
+            return (f"{self.endpoint} {how}: ask the server's administrator to trust {sec.certificate} (its trusted "
+                    "client certificates)")
+        if isinstance(err, AssertionError):
+            return f"cannot connect to {self.endpoint}: the server closed the connection during the handshake"
+        return f"cannot connect to {self.endpoint}: {_err(err)}"
 
     def _set_lost(self, reason: str) -> None:
         if not self._lost.is_set():

@@ -66,7 +66,8 @@ class PrinterOptions(Strict):
     response_timeout_s: float = Field(
         default=10.0, gt=0, le=600,
         description="A command whose `ok` has not come this long after the last `busy:` keep-alive counts as lost; "
-        "the driver then sends at most one more and otherwise only listens (it never floods the firmware).",
+        "it stays in flight while the driver listens as long again for a late `ok` (twice as long after each "
+        "further loss, up to 2 minutes) before sending the next: never more than one command in flight.",
     )
     silence_timeout_s: float = Field(
         default=15.0, gt=0, le=3600,

@@ -309,7 +309,7 @@ def _parse_text(text: str, *, klipper_comment: bool = False) -> list[Message]:
         return [_parse_stats(body[6:].strip())]
     if m := _UNKNOWN.search(body):
         return [Unknown(m.group(1).strip())]
-    if body == "start" or (body.startswith("Marlin ") and not klipper_comment):
+    if body == "start":  # `echo:start` from Marlin 2.0.6 to 2.0.8; the banner's "Marlin 2.x" line is only an echo
         return [Started()]
     temps = parse_temps(body)
     if temps is not None and (body.startswith(("T", "B", "C")) or "T:" in body or "T0:" in body):

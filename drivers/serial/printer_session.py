@@ -1,17 +1,22 @@
 """Talking to a Marlin-family printer: identify it, ask for status, never flood, never disturb a print.
 
-Every command is read-only (`marlin.READ_ONLY_COMMANDS`), numbered and checksummed, and sent only after the
-previous one's `ok` (`busy:` keep-alives extend the wait). A firmware that goes quiet while it works through a
-long blocking command is not dropped: after two lost `ok`s the driver listens for a late one and sends the next
-command only as a probe, waiting twice as long after each further loss (up to 2 minutes). Only total silence
-(no byte for `silence_timeout_s`) counts as a dead link.
+Every command is read-only (`marlin.READ_ONLY_COMMANDS`), numbered and checksummed, and exactly one is in flight at
+any time: the next is sent only after the previous one's `ok` (`busy:` keep-alives extend the wait). A firmware
+that goes quiet while it works through a long blocking command is not flooded: an unanswered command stays in
+flight while the driver listens for its late `ok` — as long again as the response timeout after the first loss,
+twice as long after each further one (up to 2 minutes) — and only then is it given up and the next command sent.
+Only total silence (no byte for `silence_timeout_s`) counts as a dead link.
+
+A `Resend: N` request is answered after the `ok` that acknowledges it, with the command in flight numbered N (the
+firmware dropped that line; after an unnoticed reset it may also expect a different number). A reboot (`start`)
+ends everything in flight: the driver waits for the boot banner to finish, then identifies the firmware again
+(M110, M115, M155 when the firmware advertises auto-report).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 from drivers.serial import marlin
@@ -24,13 +29,13 @@ from gateway.supervisor import DriverContext
 
 log = logging.getLogger(__name__)
 
-KEEP_SENT_LINES = 32
-MAX_IN_FLIGHT_AFTER_LOSS = 2
-MAX_PROBE_WAIT_S = 120.0
+MAX_LATE_WAIT_S = 120.0
+BOOT_QUIET_S = 0.5  # the boot banner is over once the firmware has said nothing for this long
+BOOT_MAX_S = 5.0  # ... or after this long, whatever it keeps saying
 
 
 class FirmwareRestarted(Exception):
-    """The firmware rebooted (reset button, watchdog): start the conversation again."""
+    """The firmware rebooted (reset button, watchdog, a board that resets when the port opens): start again."""
 
 
 class ReadOnlyViolation(Exception):
@@ -45,59 +50,59 @@ class PrinterSession(SessionBase):
         self.opts = options
         self.model = model
         self.line_no = 0
-        self.sent: OrderedDict[int, str] = OrderedDict()
+        self.in_flight: tuple[int, str] | None = None  # (line number, command) sent and not yet answered
         self.lost_streak = 0
-        self.ignore_oks = 0
+        self.resend_to: int | None = None  # the firmware asked for this line: sent after the ok that follows
         self.unsupported: set[str] = set()
         self.autoreport = False
         self.link: SerialLink | None = None
-        self._ok_seen = 0
         self._restarted = False
 
     # --- sending ------------------------------------------------------------------------------------------
     async def _send_numbered(self, n: int, command: str) -> None:
         if not marlin.is_read_only(command):
             raise ReadOnlyViolation(f"refusing to send {command!r}: not in the read-only set")
-        line = marlin.numbered(n, command)
-        self.sent[n] = line
-        while len(self.sent) > KEEP_SENT_LINES:
-            self.sent.popitem(last=False)
+        self.in_flight = (n, command)
         assert self.link is not None
-        await self.link.send(line)
+        await self.link.send(marlin.numbered(n, command))
 
     def quiet_is_expected(self) -> bool:
         return self.model.error is not None  # a halted firmware says nothing until it is reset
 
     async def command(self, command: str) -> bool:
-        """Send one command and wait for its `ok`; False if it counted as lost."""
-        if self.lost_streak >= MAX_IN_FLIGHT_AFTER_LOSS:
-            # commands went unanswered: listen for a late `ok` first, and only then send this one as a probe,
-            # waiting longer after each loss (a firmware blocked without busy: must not have its buffer filled)
-            extra = self.lost_streak - MAX_IN_FLIGHT_AFTER_LOSS
-            if await self._wait_ok(min(self.opts.response_timeout_s * 2 ** extra, MAX_PROBE_WAIT_S)):
-                self.lost_streak = 0
+        """Send one command and wait for its `ok`; False if it went unanswered (it then stays in flight)."""
+        if self.in_flight is not None:
+            # the previous command went unanswered and may still sit in the firmware's queue behind a long
+            # blocking command: listen for its late ok before sending anything, longer after each loss
+            wait = min(self.opts.response_timeout_s * 2 ** (self.lost_streak - 1), MAX_LATE_WAIT_S)
+            if not await self._wait_answer(wait):
+                log.debug("%s: %s never answered; giving it up", self.machine, self.in_flight[1])
+                self.in_flight = None
+                self.resend_to = None
         if command.startswith("M110"):
             self.line_no = 0
-            await self._send_numbered(0, command)
         else:
             self.line_no += 1
-            await self._send_numbered(self.line_no, command)
-        if await self._wait_ok(self.opts.response_timeout_s):
-            self.lost_streak = 0
+        await self._send_numbered(self.line_no, command)
+        if await self._wait_answer(self.opts.response_timeout_s):
             return True
         self.lost_streak += 1
         log.debug("%s: no ok for %s within %.0f s", self.machine, command, self.opts.response_timeout_s)
         return False
 
-    async def _wait_ok(self, timeout_s: float) -> bool:
+    async def _wait_answer(self, timeout_s: float) -> bool:
+        """Wait until the command in flight is answered; False after `timeout_s` without an ok or a busy:."""
         assert self.link is not None
-        start_ok = self._ok_seen
         deadline = self.clock() + timeout_s
-        while self._ok_seen == start_ok:
+        while self.in_flight is not None:
             if self._restarted:
                 raise FirmwareRestarted
             left = deadline - self.clock()
             if left <= 0:
+                if self.resend_to is not None:  # a firmware that asks for a resend without the usual ok
+                    await self._resend()
+                    deadline = self.clock() + timeout_s
+                    continue
                 return False
             line = await self.next_line(self.link, left)
             if line is None:
@@ -120,12 +125,9 @@ class PrinterSession(SessionBase):
         for msg in messages:
             match msg:
                 case marlin.Ok():
-                    if self.ignore_oks:
-                        self.ignore_oks -= 1
-                    else:
-                        self._ok_seen += 1
+                    await self._on_ok()
                 case marlin.Resend(line=n):
-                    await self._resend(n)
+                    self.resend_to = n
                 case marlin.Busy():
                     busy = True
                 case marlin.Started():
@@ -140,21 +142,23 @@ class PrinterSession(SessionBase):
         await self.emit(readings)
         return busy
 
-    async def _resend(self, n: int) -> None:
-        """The firmware lost or rejected line n: send it and everything after it again (the `ok` that follows
-        the request acknowledges the error, not a command)."""
-        self.ignore_oks += 1
-        if n in self.sent:
-            lines = [k for k in self.sent if k >= n]
-            log.debug("%s: firmware asked to resend from line %d", self.machine, n)
-            assert self.link is not None
-            for k in lines:
-                await self.link.send(self.sent[k])
+    async def _on_ok(self) -> None:
+        if self.resend_to is not None:
+            await self._resend()  # this ok acknowledged the resend request, not a command
+        elif self.in_flight is not None:
+            self.in_flight = None
+            self.lost_streak = 0
+        else:
+            log.debug("%s: an ok with no command in flight (the late answer to one given up)", self.machine)
+
+    async def _resend(self) -> None:
+        """The firmware dropped a line and asked for line N: send the command in flight again, numbered N."""
+        n, self.resend_to = self.resend_to, None
+        if n is None or self.in_flight is None:
             return
-        # a line we no longer have (e.g. from before a reconnect): restart the numbering where the firmware is
-        self.line_no = max(n - 1, 0)
-        await self._send_numbered(self.line_no, f"M110 N{self.line_no}")
-        self.ignore_oks -= 1  # the M110 itself is answered with the ok we are waiting for
+        log.debug("%s: firmware asked to resend line %d (%s)", self.machine, n, self.in_flight[1])
+        self.line_no = n
+        await self._send_numbered(n, self.in_flight[1])
 
     def _unsupported(self, cmd: str) -> None:
         base = cmd.split()[0].upper() if cmd.split() else cmd
@@ -182,18 +186,33 @@ class PrinterSession(SessionBase):
     # --- the conversation ---------------------------------------------------------------------------------
     async def run(self, link: SerialLink) -> None:
         self.link = link
+        booted = False
         while True:
             try:
-                await self._conversation()
+                await self._conversation(after_boot=booted)
             except FirmwareRestarted:
                 log.info("%s: firmware restarted; identifying it again", self.machine)
+                booted = True
 
-    async def _conversation(self) -> None:
-        self._restarted = False
+    async def _await_boot(self) -> None:
+        """Let the firmware finish booting: listen until its banner is over (nothing sent meanwhile)."""
+        assert self.link is not None
+        end = self.clock() + BOOT_MAX_S
+        while (left := end - self.clock()) > 0:
+            line = await self.next_line(self.link, min(BOOT_QUIET_S, left))
+            if line is None:
+                return
+            await self.handle_line(line)
+
+    async def _conversation(self, *, after_boot: bool) -> None:
         self.line_no = 0
-        self.sent.clear()
+        self.in_flight = None
+        self.resend_to = None
         self.lost_streak = 0
-        self.ignore_oks = 0
+        self.autoreport = False  # a reboot forgot M155; a reconnect asks again anyway
+        if after_boot:
+            await self._await_boot()
+        self._restarted = False
         await self.command("M110 N0")
         await self.command("M115")
         if self.opts.temperature_report == "auto" and self.model.capabilities.get("AUTOREPORT_TEMP"):

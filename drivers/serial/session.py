@@ -10,6 +10,7 @@ from gateway.reading import Reading
 from gateway.supervisor import DriverContext
 
 WRONG_BAUD_STREAK = 8
+WRONG_BAUD_MIN_S = 3.0  # ... over at least this long: a reset's boot garbage is a short burst, then `start`
 
 
 class FirmwareSilent(Exception):
@@ -27,6 +28,8 @@ class SessionBase:
         self.silence_timeout_s = silence_timeout_s
         self.clock = clock
         self.garbled_streak = 0
+        self.garbled_since = 0.0
+        self.baud_warned = False
         self.lines_ok = 0
 
     async def next_line(self, link: SerialLink, timeout_s: float) -> str | None:
@@ -59,16 +62,22 @@ class SessionBase:
 
     def bad(self, item: Bad) -> None:
         self.ctx.bad_input(item.reason, self.machine, item.detail)
-        if item.reason in ("garbled", "undecodable", "binary"):
-            self.garbled_streak += 1
-            if self.garbled_streak == WRONG_BAUD_STREAK:
-                self.ctx.bad_input(
-                    "wrong_baud", self.machine,
-                    f"{WRONG_BAUD_STREAK} garbled lines in a row on {self.settings.port} at "
-                    f"{self.settings.baud_rate} baud: the baud rate is probably wrong; find the right one with "
-                    f"`kartech serial probe {self.settings.port}`")
-        else:
+        if item.reason not in ("garbled", "undecodable", "binary"):
             self.garbled_streak = 0
+            return
+        now = self.clock()
+        if self.garbled_streak == 0:
+            self.garbled_since = now
+            self.baud_warned = False
+        self.garbled_streak += 1
+        lasted = now - self.garbled_since
+        if self.garbled_streak >= WRONG_BAUD_STREAK and lasted >= WRONG_BAUD_MIN_S and not self.baud_warned:
+            self.baud_warned = True
+            self.ctx.bad_input(
+                "wrong_baud", self.machine,
+                f"{self.garbled_streak} garbled lines in a row over {lasted:.0f} s on {self.settings.port} at "
+                f"{self.settings.baud_rate} baud: the baud rate is probably wrong; find the right one with "
+                f"`kartech serial probe {self.settings.port}`")
 
     async def emit(self, readings: Sequence[Reading]) -> None:
         if readings:

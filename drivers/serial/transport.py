@@ -217,6 +217,8 @@ class LineSplitter:
         return Bad("partial_line", f"no line end after {self.partial_timeout_s:.0f} s: {_preview(frag)}")
 
     def classify(self, raw: bytes) -> Line | Bad:
+        if (boot := _boot_marker(raw)) is not None:
+            return Line(boot)
         if len(raw) > self.max_line_bytes:
             return Bad("over_long", f"line longer than {self.max_line_bytes} bytes: {_preview(raw)}")
         odd = sum(1 for b in raw if b >= 0x80 or (b < 0x20 and b != 0x09) or b == 0x7F)
@@ -232,6 +234,19 @@ class LineSplitter:
         if not text:
             return Bad("noise", "blank line")
         return Line(text)
+
+
+def _is_junk(b: int) -> bool:
+    return b >= 0x80 or b < 0x20 or b == 0x7F
+
+
+def _boot_marker(raw: bytes) -> str | None:
+    """`start` (or `echo:start`) behind the bytes a resetting board puts on the wire: the boot must not be missed."""
+    text = raw.strip()
+    for marker in (b"echo:start", b"start"):
+        if text.endswith(marker) and len(text) > len(marker) and all(map(_is_junk, text[:-len(marker)])):
+            return marker.decode()
+    return None
 
 
 def _find_eol(buf: bytearray) -> tuple[int, int] | None:

@@ -30,16 +30,41 @@ Loc = tuple[str | int, ...]
 
 
 # --- state ----------------------------------------------------------------------------------------------------
+class StateCondition(Strict):
+    """The machine is in `state` while `signal` meets every condition written, e.g. {signal: alarm_code, above: 0,
+    state: error} or {signal: execution_state, equals: OutOfService, state: maintenance}."""
+
+    state: MachineStateName = Field(description="The machine state while the conditions hold.")
+    signal: str = Field(min_length=1, description="The machine's signal whose latest good value is looked at.")
+    equals: str | float | None = Field(
+        default=None, description="The value equals this (text without regard to case, spaces, dashes or dots; "
+        "true/false for booleans).")
+    in_: list[str | float] | None = Field(default=None, alias="in", min_length=1,
+                                          description="The value is one of these (compared like equals).")
+    above: float | None = Field(default=None, description="The value (a number; true counts 1) is above this.")
+    below: float | None = Field(default=None, description="The value (a number) is below this.")
+
+    @model_validator(mode="after")
+    def _condition(self) -> StateCondition:
+        if self.equals is None and self.in_ is None and self.above is None and self.below is None:
+            raise ValueError(f"rule for {self.state} needs a condition on signal {self.signal}: equals, in, above "
+                             "or below (e.g. above: 0)")
+        if self.equals is not None and self.in_ is not None:
+            raise ValueError("give equals or in, not both")
+        return self
+
+
 class StateMapping(Strict):
     """How one machine kind (or one machine) shows its state, jobs and counters. Unset keys keep the defaults
     of the kind (see docs/operations.md); `null` switches a default signal off."""
 
+    rules: list[StateCondition] | None = Field(
+        default=None, description="State from any signal: the first rule whose conditions hold decides, before "
+        "the machine's own state signal, heater or power. Written for a machine, they replace its kind's rules.")
     state_signal: str | None = Field(
         default=None, description="Signal reporting the machine's own state (printer state, OPC UA execution "
-        "state); its values are mapped by state_map and the built-in synonyms. Default: state.")
-    state_map: dict[str, MachineStateName] = Field(
-        default_factory=dict, description="Reported value -> machine state, e.g. {Printing: running, "
-        "FeedHold: paused, '3': running}; case, spaces and dashes are ignored.")
+        "state), read through the built-in words (Printing, Executing, FeedHold, ...); anything else is "
+        "decided by rules. Default: state.")
     heater_signal: str | None = Field(
         default=None, description="Heater output in % (furnaces): above heater_busy_pct means running. "
         "Default: heater_pct.")
@@ -81,13 +106,13 @@ class StateMapping(Strict):
     job_event_signal: str | None = Field(default=None, description="Job start/end events (start, end, cancel, "
                                          "fail) as reported by serial printers. Default: job_event.")
 
-    @field_validator("state_map")
+    @model_validator(mode="before")
     @classmethod
-    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if not str(key).strip():
-                raise ValueError("has an empty reported value; write the value the machine sends")
-        return v
+    def _no_state_map(cls, data: object) -> object:
+        if isinstance(data, dict) and "state_map" in data:
+            raise ValueError("state_map is replaced by rules: write one rule per value, e.g. rules: [{signal: "
+                             "state, equals: Running Program, state: running}]")
+        return data
 
 
 class StateTopics(Strict):

@@ -1,7 +1,8 @@
 """Pure state derivation: from a machine's latest signals (and a small debounce timer) to its state.
 
-Order: a technician's maintenance mode wins; then no fresh data means offline; then the machine's own reported
-state (mapped); then heater output / setpoint; then power draw against an idle threshold, each debounced by
+Order: a technician's maintenance mode wins; then no fresh data means offline; then the first state rule whose
+conditions hold (any signal, e.g. error while alarm_code > 0); then the machine's own reported state (through
+the built-in words); then heater output / setpoint; then power draw against an idle threshold, each debounced by
 `busy_after_s` / `idle_after_s`; a machine that reports but shows none of these is idle.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.config.ops import StateCondition
 from gateway.reading import Quality
-from gateway.state.model import IDLE, MAINTENANCE, OFFLINE, RUNNING, SignalValue, StateSettings
+from gateway.state.model import IDLE, MAINTENANCE, OFFLINE, RUNNING, SignalValue, StateSettings, normalise
 
 NS = 1_000_000_000
 
@@ -45,6 +47,25 @@ def number(signals: Mapping[str, SignalValue], name: str | None) -> float | None
     return float(sv.value)
 
 
+def holds(rule: StateCondition, signals: Mapping[str, SignalValue]) -> bool:
+    """True when the rule's signal has a usable latest value that meets every condition of the rule."""
+    sv = signals.get(rule.signal)
+    if sv is None or sv.quality is Quality.BAD or sv.value is None:
+        return False
+    if rule.equals is not None and normalise(sv.value) != normalise(rule.equals):
+        return False
+    if rule.in_ is not None and normalise(sv.value) not in {normalise(v) for v in rule.in_}:
+        return False
+    if rule.above is not None or rule.below is not None:
+        try:
+            x = float(sv.value)
+        except ValueError:
+            return False  # a text value is neither above nor below a number
+        if (rule.above is not None and not x > rule.above) or (rule.below is not None and not x < rule.below):
+            return False
+    return True
+
+
 def reported_state(settings: StateSettings, signals: Mapping[str, SignalValue]) -> str | None:
     if not settings.state_signal:
         return None
@@ -69,11 +90,15 @@ def shows_work(settings: StateSettings, signals: Mapping[str, SignalValue]) -> t
 
 def derive(settings: StateSettings, signals: Mapping[str, SignalValue], *, now_ns: int, timer: WorkTimer,
            maintenance: bool, fresh: bool) -> tuple[str, str]:
-    """(state, basis) where basis says what decided it: maintenance, stale, reported, heater, power, default."""
+    """(state, basis) where basis says what decided it: maintenance, stale, rule, reported, heater, power,
+    default."""
     if maintenance:
         return MAINTENANCE, "maintenance"
     if not fresh:
         return OFFLINE, "stale"
+    for rule in settings.rules:
+        if holds(rule, signals):
+            return rule.state, "rule"
     reported = reported_state(settings, signals)
     if reported is not None:
         return reported, "reported"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.config.ops import StateMapping, StateSection
+from gateway.config.ops import StateCondition, StateMapping, StateSection
 from gateway.machines import MACHINE_STATES
 from gateway.reading import Quality, Value
 
@@ -77,7 +77,8 @@ class StateSettings:
     """How one machine's state, jobs and counters are read (resolved; see `resolve`)."""
 
     state_signal: str | None = "state"
-    state_map: Mapping[str, str] = field(default_factory=dict)
+    rules: tuple[StateCondition, ...] = ()
+    synonyms: Mapping[str, str] = field(default_factory=dict)  # built-in words of a kind (not configurable)
     heater_signal: str | None = "heater_pct"
     setpoint_signal: str | None = "setpoint"
     heater_busy_pct: float = 1.0
@@ -99,14 +100,15 @@ class StateSettings:
     def map_state(self, value: object) -> str | None:
         """The machine state a reported value means, or None when it means nothing we know."""
         key = normalise(value)
-        return self.state_map.get(key) or SYNONYMS.get(key)
+        return self.synonyms.get(key) or SYNONYMS.get(key)
 
     def job_signals(self) -> tuple[str, ...]:
         return tuple(s for s in (self.job_file_signal, self.job_id_signal, self.job_event_signal) if s)
 
     def describe(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["state_map"] = dict(self.state_map)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["rules"] = [r.model_dump(by_alias=True, exclude_none=True) for r in self.rules]
+        out["synonyms"] = dict(self.synonyms)
         out["cycle_signals"] = list(self.cycle_signals)
         return out
 
@@ -115,9 +117,9 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     # a furnace works while a programme runs (setpoint > 0) or its heater is on, from the first second
     "furnace": {"busy_after_s": 0.0, "idle_after_s": 30.0},
     "kiln": {"busy_after_s": 0.0, "idle_after_s": 30.0},
-    "cnc": {"state_map": MACHINERY_ITEM_STATE},
-    "lathe": {"state_map": MACHINERY_ITEM_STATE},
-    "mill": {"state_map": MACHINERY_ITEM_STATE},
+    "cnc": {"synonyms": MACHINERY_ITEM_STATE},
+    "lathe": {"synonyms": MACHINERY_ITEM_STATE},
+    "mill": {"synonyms": MACHINERY_ITEM_STATE},
     # a meter or sensor is idle while it reports: its power signal is the lab's, not its own work
     "power_meter": {"power_signal": None, "heater_signal": None, "setpoint_signal": None},
     "env_sensor": {"power_signal": None, "heater_signal": None, "setpoint_signal": None},
@@ -131,8 +133,8 @@ _PLAIN = ("state_signal", "heater_signal", "setpoint_signal", "heater_busy_pct",
 def _apply(base: dict[str, Any], mapping: StateMapping) -> None:
     for name in mapping.model_fields_set:
         value = getattr(mapping, name)
-        if name == "state_map":
-            base["state_map"] = {**base["state_map"], **{normalise(k): v for k, v in value.items()}}
+        if name == "rules":
+            base["rules"] = tuple(value or ())
         elif name == "cycle_signal":
             base["cycle_signals"] = (value,) if value else ()
         elif name in _PLAIN:
@@ -142,9 +144,9 @@ def _apply(base: dict[str, Any], mapping: StateMapping) -> None:
 def resolve(kind: str, machine_id: str, section: StateSection | None = None) -> StateSettings:
     """Built-in defaults, then the kind's defaults, then `state.kinds.<kind>`, then `state.machines.<id>`."""
     base: dict[str, Any] = {f.name: getattr(StateSettings(), f.name) for f in dataclasses.fields(StateSettings)}
-    base["state_map"] = {}
+    base["synonyms"] = {}
     for key, value in KIND_DEFAULTS.get(kind, {}).items():
-        base[key] = dict(value) if key == "state_map" else value
+        base[key] = dict(value) if key == "synonyms" else value
     if section is not None:
         if kind in section.kinds:
             _apply(base, section.kinds[kind])

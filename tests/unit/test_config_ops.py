@@ -20,6 +20,30 @@ def problems(tail: str) -> list[str]:
     return [str(p) for p in check_text(HEAD + tail, "site.yaml", SPECS, {}).problems]
 
 
+def test_state_rules_are_checked_with_their_lines() -> None:
+    assert problems("""\
+state:
+  kinds:
+    cnc:
+      rules:
+        - {signal: alarm_code, above: 0, state: eror}
+        - {signal: alarm_code, state: error}
+        - {signal: execution_state, equals: Stopped, in: [Held], state: paused}
+        - {signal: alarm_code, abov: 0, state: error}
+    printer:
+      state_map: {Printing: running}
+""") == [
+        'site.yaml:10 — state\n  kinds.cnc.rules[0].state: "eror" is not allowed; use one of offline, idle, '
+        'running, paused, error, maintenance; did you mean "error"?',
+        "site.yaml:11 — state\n  kinds.cnc.rules[1]: rule for error needs a condition on signal alarm_code: "
+        "equals, in, above or below (e.g. above: 0)",
+        "site.yaml:12 — state\n  kinds.cnc.rules[2]: give equals or in, not both",
+        "site.yaml:13 — state\n  kinds.cnc.rules[3].abov: is not a known key",
+        "site.yaml:14 — state\n  kinds.printer: state_map is replaced by rules: write one rule per value, e.g. "
+        "rules: [{signal: state, equals: Running Program, state: running}]",
+    ]
+
+
 def test_unknown_placeholder_in_a_message() -> None:
     assert problems("""\
 alerts:

@@ -26,6 +26,12 @@ def test_garbage_is_classified_by_reason() -> None:
         "binary", "garbled", "over_long", "undecodable", "noise", "ok"]
 
 
+def test_boot_marker_behind_reset_glitch_bytes_is_still_a_line() -> None:
+    s = LineSplitter()
+    assert s.feed(b"\xff\x00start\n\x00\xfeecho:start\n", 0.0) == [Line("start"), Line("echo:start")]
+    assert isinstance(s.feed(b"\xff\x00\xf0restart\n", 0.0)[0], Bad)  # only the boot marker itself
+
+
 def test_a_fragment_without_line_end_becomes_a_partial_line() -> None:
     s = LineSplitter(partial_timeout_s=2.0)
     assert s.feed(b"T:21", 10.0) == []

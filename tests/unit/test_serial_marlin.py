@@ -98,6 +98,8 @@ def test_temperature_lines_of_every_firmware(line: str, expected: marlin.Temps) 
     ("Stats: Total time: 1d 2h 3m 4s, Longest job: 5h 6m 7s", [marlin.Stats(print_time_s=93784)]),
     ("Stats: Filament used: 82.34m", [marlin.Stats(filament_m=82.34)]),
     ("start", [marlin.Started()]),
+    ("echo:start", [marlin.Started()]),  # Marlin 2.0.6 to 2.0.8
+    ("Marlin 2.1.2.1", [marlin.Echo("Marlin 2.1.2.1")]),  # the banner after `start`: not a second boot
     ("ok", [marlin.Ok("")]),
     ("echo:SD card ok", [marlin.Echo("SD card ok")]),
 ])

@@ -66,18 +66,51 @@ def test_power_above_idle_threshold_counts_only_after_busy_after_s() -> None:
 
 def test_site_mapping_overrides_kind_defaults() -> None:
     section = StateSection.model_validate({
-        "kinds": {"cnc": {"state_signal": "execution", "state_map": {"Running Program": "running"}}},
-        "machines": {"cnc-02": {"state_signal": None, "power_busy_w": 500, "busy_after_s": 0}},
+        "kinds": {"cnc": {"state_signal": "execution",
+                          "rules": [{"signal": "execution", "equals": "Running Program", "state": "running"}]}},
+        "machines": {"cnc-02": {"state_signal": None, "rules": [], "power_busy_w": 500, "busy_after_s": 0}},
     })
     cnc1 = resolve("cnc", "cnc-01", section)
     assert cnc1.state_signal == "execution"
-    assert cnc1.map_state("running-program") == "running"
+    assert derive(cnc1, sig(execution="running-program"), now_ns=T0, timer=WorkTimer(), maintenance=False,
+                  fresh=True) == ("running", "rule")
     assert cnc1.map_state("3") == "running"  # the kind's Machinery numbers stay
     cnc2 = resolve("cnc", "cnc-02", section)
     assert cnc2.state_signal is None
-    got, basis = derive(cnc2, sig(execution="idle", power_w=600.0), now_ns=T0, timer=WorkTimer(),
+    got, basis = derive(cnc2, sig(execution="Running Program", power_w=600.0), now_ns=T0, timer=WorkTimer(),
                         maintenance=False, fresh=True)
     assert (got, basis) == ("running", "power")
+
+
+CNC_RULES = StateSection.model_validate({"kinds": {"cnc": {"state_signal": "execution_state", "rules": [
+    {"signal": "alarm_code", "above": 0, "state": "error"},
+    {"signal": "execution_state", "equals": "OutOfService", "state": "maintenance"},
+    {"signal": "execution_state", "in": ["Program Stopped", "Feed Hold"], "state": "paused"},
+    {"signal": "spindle_load", "above": 20, "below": 200, "state": "running"},
+    {"signal": "door_open", "equals": "true", "state": "paused"},
+]}}})
+
+
+@pytest.mark.parametrize(("signals", "want"), [
+    ({"execution_state": "Executing", "alarm_code": 0}, ("running", "reported")),
+    ({"execution_state": "Executing", "alarm_code": 17}, ("error", "rule")),  # an alarm code beats Executing
+    ({"execution_state": "OutOfService", "alarm_code": 0}, ("maintenance", "rule")),
+    ({"execution_state": "program-stopped"}, ("paused", "rule")),
+    ({"execution_state": "NotExecuting", "spindle_load": 55.0}, ("running", "rule")),
+    ({"execution_state": "NotExecuting", "spindle_load": 250.0}, ("idle", "reported")),  # outside the band
+    ({"execution_state": "NotExecuting", "alarm_code": "none"}, ("idle", "reported")),  # text is not above 0
+    ({"execution_state": "NotExecuting", "door_open": True}, ("paused", "rule")),
+])
+def test_state_rules_on_any_signal_come_first(signals: dict[str, Value], want: tuple[str, str]) -> None:
+    s = resolve("cnc", "cnc-01", CNC_RULES)
+    assert derive(s, sig(**signals), now_ns=T0, timer=WorkTimer(), maintenance=False, fresh=True) == want
+
+
+def test_a_bad_value_satisfies_no_rule() -> None:
+    s = resolve("cnc", "cnc-01", CNC_RULES)
+    signals = sig(execution_state="Executing")
+    signals["alarm_code"] = SignalValue(None, None, T0, Quality.BAD)
+    assert derive(s, signals, now_ns=T0, timer=WorkTimer(), maintenance=False, fresh=True) == ("running", "reported")
 
 
 def test_maintenance_and_stale_win() -> None:
