@@ -15,6 +15,12 @@ ensure_venv() {
     echo "== installing Python packages into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+    # an older checkout installed grafana-client, whose niquests/urllib3-future replace urllib3's modules and break
+    # requests: a .venv made by it is repaired here
+    if .venv/bin/python -m pip show -q urllib3-future >/dev/null 2>&1; then
+      .venv/bin/python -m pip uninstall -q -y grafana-client niquests urllib3-future
+      .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps urllib3
+    fi
     touch "$stamp"
   fi
 }
