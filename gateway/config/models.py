@@ -182,6 +182,10 @@ class MqttBroker(Strict):
     )
 
 
+    def driver_client_id(self, site_id: str) -> str:
+        """The client id of the gateway's MQTT driver on this broker."""
+        return self.client_id or f"kartech-{site_id}-{self.id}"
+
     @model_validator(mode="before")
     @classmethod
     def _embedded_protocol(cls, data: Any) -> Any:
