@@ -130,6 +130,7 @@ class EmbeddedBroker:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._used_by_gateway: set[str] = set()  # client ids gateway connections used on this broker
+        self._refusals_logged: set[str] = set()
 
     async def start(self) -> int:
         """Start listening; with port 0 the system picks a free port."""
@@ -161,12 +162,12 @@ class EmbeddedBroker:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._broker is not None:
+        if self._broker is not None:  # ends the sessions of the connected clients
             await self._broker.shutdown()
             self._broker = None
+        for task in list(self._connections):  # whatever is left (e.g. a client still to send its CONNECT)
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -202,7 +203,11 @@ class EmbeddedBroker:
             return
         code, reason = self._judge(connect)
         if code:
-            log.warning("embedded MQTT broker refused client %r from %s: %s", connect.client_id, peer, reason)
+            first = reason not in self._refusals_logged and len(self._refusals_logged) < 1000
+            if first:
+                self._refusals_logged.add(reason)
+            log.log(logging.WARNING if first else logging.DEBUG,  # a client retrying does not flood the log
+                    "embedded MQTT broker refused client %r from %s: %s", connect.client_id, peer, reason)
             writer.write(ConnackPacket.build(0, code).to_bytes())
             with contextlib.suppress(OSError):
                 await writer.drain()
@@ -222,7 +227,7 @@ class EmbeddedBroker:
             return BAD_USERNAME_PASSWORD, f"wrong user name or password (user {connect.username!r})"
         client_id = connect.client_id or ""
         if who == GATEWAY:
-            if client_id:
+            if client_id and not self.rules.is_gateway_client_id(client_id):  # not one id per notification
                 self._used_by_gateway.add(client_id)
             return 0, ""
         if client_id in self._used_by_gateway or self.rules.is_gateway_client_id(client_id):
