@@ -124,7 +124,7 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
 
         def started(rt: Runtime) -> None:
             nonlocal lab
-            lab = VirtualLab(rt.cfg, opcua=opcua_lab, serial=serial_lab)
+            lab = VirtualLab(rt.devices_cfg(), opcua=opcua_lab, serial=serial_lab)  # devices' credentials
             lab.start()
             for line in lab.describe():
                 log.info("simulator %s", line)

@@ -19,7 +19,7 @@ from gateway.config.models import MqttBroker
 from gateway.config.site import SiteConfig
 from gateway.datadir import private_dir
 from gateway.driver import Driver, DriverSpec
-from gateway.embedded_broker import EmbeddedBroker
+from gateway.embedded_broker import EmbeddedBroker, rules_for
 from gateway.errors import ConfigError, SinkConfigError
 from gateway.live import LiveHub
 from gateway.machines import MachineMeta
@@ -110,13 +110,22 @@ class Runtime:
         updated: list[MqttBroker] = []
         for b in self.cfg.mqtt.brokers:
             if b.embedded:
-                broker = EmbeddedBroker(b.host, b.port)
+                broker = EmbeddedBroker(b.host, b.port, rules=rules_for(self.cfg, b))
                 port = await broker.start()
                 self.brokers[b.id] = broker
-                b = b.model_copy(update={"port": port})
+                gw = broker.rules.gateway  # the gateway's own clients connect with these
+                b = b.model_copy(update={"port": port, "username": gw.username, "password": gw.password})
             updated.append(b)
         mqtt = self.cfg.mqtt.model_copy(update={"brokers": updated})
         self.cfg = self.cfg.model_copy(update={"mqtt": mqtt})
+
+    def devices_cfg(self) -> SiteConfig:
+        """The running config as the machines see it: embedded brokers with the devices' credentials (for the
+        simulators of `kartech demo`), not the gateway's."""
+        brokers = [b.model_copy(update={"username": self.brokers[b.id].rules.devices.username,
+                                        "password": self.brokers[b.id].rules.devices.password})
+                   if b.id in self.brokers else b for b in self.cfg.mqtt.brokers]
+        return self.cfg.model_copy(update={"mqtt": self.cfg.mqtt.model_copy(update={"brokers": brokers})})
 
     async def _open_sinks(self) -> None:
         metas = {m.id: m for m in machine_metas(self.cfg)}

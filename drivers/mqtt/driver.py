@@ -135,7 +135,7 @@ class MqttDriver:
         self.port = port if port is not None else broker.port
         self.router = Router(machines, site_id)
         self.subscriptions = list(broker.subscriptions or self.router.filters())
-        self.client_id = broker.client_id or f"kartech-{site_id}-{broker.id}"
+        self.client_id = broker.driver_client_id(site_id)
         self._client: _Client | None = None
 
     def _make_client(self) -> _Client:

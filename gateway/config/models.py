@@ -161,7 +161,8 @@ class MqttBroker(Strict):
     client_id: str | None = Field(
         default=None, description="Fixed client id (needed for a persistent session); default kartech-<site>-<id>."
     )
-    username: str | None = Field(default=None, description="User name, if the broker requires one.")
+    username: str | None = Field(default=None, description="User name, if the broker requires one. On an embedded "
+                                 "broker: the gateway's own (drawn at every start when unset).")
     password: str | None = Field(default=None, description="Password: write it as ${ENV_VAR}, never literally.")
     tls: TlsOptions | None = Field(default=None, description="Use TLS with these options.")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval.")
@@ -181,6 +182,10 @@ class MqttBroker(Strict):
         default=256 * 1024, ge=64, description="Larger messages are counted as oversized and skipped."
     )
 
+
+    def driver_client_id(self, site_id: str) -> str:
+        """The client id of the gateway's MQTT driver on this broker."""
+        return self.client_id or f"kartech-{site_id}-{self.id}"
 
     @model_validator(mode="before")
     @classmethod

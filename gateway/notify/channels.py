@@ -20,6 +20,8 @@ from gateway.config.models import MqttBroker
 from gateway.config.ops import Channel, EmailChannel, MqttChannel, TelegramChannel, WebhookChannel
 from gateway.errors import KartechError
 
+CLIENT_ID_PREFIX = "kartech-notify-"  # every MQTT notification connects with this prefix and a random tail
+
 
 class DeliveryFailed(KartechError):
     def __init__(self, message: str, *, retry: bool = True, retry_after_s: float | None = None) -> None:
@@ -159,7 +161,7 @@ class MqttSender:
         from paho.mqtt.enums import CallbackAPIVersion
 
         b = self.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"kartech-notify-{uuid.uuid4().hex[:8]}",
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT_ID_PREFIX}{uuid.uuid4().hex[:8]}",
                              protocol=mqtt.MQTTv5 if b.protocol == "mqtt5" else mqtt.MQTTv311)
         if b.username:
             client.username_pw_set(b.username, b.password)

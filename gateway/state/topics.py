@@ -20,6 +20,8 @@ from gateway.state.model import iso
 
 log = logging.getLogger(__name__)
 
+CLIENT_ID_PREFIX = "kartech-state-"  # followed by a random tail, new at every start
+
 
 class StatePublisher:
     def __init__(self, cfg: StateTopics, broker: MqttBroker, site_id: str) -> None:
@@ -31,7 +33,7 @@ class StatePublisher:
         self.site_id = site_id
         self._latest: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"kartech-state-{uuid.uuid4().hex[:8]}",
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT_ID_PREFIX}{uuid.uuid4().hex[:8]}",
                                    protocol=mqtt.MQTTv5 if broker.protocol == "mqtt5" else mqtt.MQTTv311)
         if broker.username:
             self._client.username_pw_set(broker.username, broker.password)
