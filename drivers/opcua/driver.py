@@ -96,6 +96,10 @@ class _Feed(Subscription):  # type: ignore[misc]  # asyncua is treated as untype
         self.busy = True
         try:
             await self._driver.deliver(self._ctx, data)
+        except Exception as err:  # asyncua would log it and go on with a broken feed: restart the driver instead
+            log.error("%s: handling a publish response failed: %s: %s; restarting the driver", self._driver.name,
+                      type(err).__name__, err, exc_info=err)
+            self._ctx.fault(err)
         finally:
             self.busy = False
             self.last_publish_at = time.monotonic()
