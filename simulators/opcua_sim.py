@@ -352,6 +352,11 @@ class OpcuaSimServer:
             self._task = None
         if self._server is not None:
             server, self._server = self._server, None
+            listener = server.bserver._server if server.bserver is not None else None
+            if listener is not None:
+                # stop accepting first: a client that reconnects at once (as the gateway does) must not get a new
+                # connection in while the old ones close — asyncua's stop() would then wait for it forever
+                listener.close()
             with contextlib.suppress(Exception):
                 await server.stop()
 
