@@ -15,7 +15,8 @@ Pricing of one ledger entry (a session of a job), in the order a partner can che
    subtotal, VAT on the net (added) or contained in it (included), and the total (money.py rules 2 and 3).
 
 An entry whose month was closed before it was recorded is billed in the next open month (periods.billed_month);
-its line keeps its own dates and says so in the note. Reversals (sign -1) appear as negative lines.
+its line keeps its own dates and says so in the note. Reversals (sign -1) appear as negative lines. Lines are
+ordered by start, machine, when the entry was recorded, reversals before replacements.
 """
 
 from __future__ import annotations
@@ -208,20 +209,20 @@ def build_statement(entries: Iterable[LedgerEntry], *, billing: BillingSection, 
     except KeyError:
         raise ValueError(f'"{partner}" is not a known partner (known: '
                          f'{", ".join(sorted(x.id for x in billing.partners)) or "none"})') from None
-    lines: list[Line] = []
+    lines: list[tuple[tuple[int, str, int, int, str, int], Line]] = []
     for e in entries:
         if e.partner != partner:
             continue
-        lines += [ln for ln in price_entry(e, billing=billing, kind=kinds.get(e.machine, ""), tier=p.tier,
+        lines += [((ln.start_ns, ln.machine, e.recorded_ns, e.sign, e.key, ln.part), ln) for ln in price_entry(e, billing=billing, kind=kinds.get(e.machine, ""), tier=p.tier,
                                            timezone=timezone, currency=currency, closed=closed)
                   if ln.month == month]
-    lines.sort(key=lambda ln: (ln.start_ns, ln.machine, ln.entry, ln.part))
+    ordered = [ln for _, ln in sorted(lines, key=lambda x: x[0])]
     by_machine: dict[str, Decimal] = {}
     by_project: dict[str, Decimal] = {}
-    for ln in lines:
+    for ln in ordered:
         by_machine[ln.machine] = by_machine.get(ln.machine, ZERO) + ln.amount
         by_project[ln.project or ""] = by_project.get(ln.project or "", ZERO) + ln.amount
-    subtotal = sum((ln.amount for ln in lines), ZERO)
+    subtotal = sum((ln.amount for ln in ordered), ZERO)
     discount = pct_of(subtotal, p.discount_pct, currency)
     net = subtotal - discount
     if billing.vat == "added":
@@ -231,7 +232,7 @@ def build_statement(entries: Iterable[LedgerEntry], *, billing: BillingSection, 
         vat = vat_included(net, billing.vat_pct, currency)
         total = net
     return Statement(partner=p.id, partner_name=p.name, tier=p.tier, month=month, currency=currency,
-                     timezone=timezone, lines=tuple(lines), by_machine=tuple(sorted(by_machine.items())),
+                     timezone=timezone, lines=tuple(ordered), by_machine=tuple(sorted(by_machine.items())),
                      by_project=tuple(sorted(by_project.items())), subtotal=subtotal, discount_pct=p.discount_pct,
                      discount=discount, net=net, vat_pct=billing.vat_pct, vat_mode=billing.vat, vat=vat,
                      total=total)
