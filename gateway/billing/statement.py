@@ -213,8 +213,9 @@ def build_statement(entries: Iterable[LedgerEntry], *, billing: BillingSection, 
     for e in entries:
         if e.partner != partner:
             continue
-        lines += [((ln.start_ns, ln.machine, e.recorded_ns, e.sign, e.key, ln.part), ln) for ln in price_entry(e, billing=billing, kind=kinds.get(e.machine, ""), tier=p.tier,
-                                           timezone=timezone, currency=currency, closed=closed)
+        priced = price_entry(e, billing=billing, kind=kinds.get(e.machine, ""), tier=p.tier, timezone=timezone,
+                             currency=currency, closed=closed)
+        lines += [((ln.start_ns, ln.machine, e.recorded_ns, e.sign, e.key, ln.part), ln) for ln in priced
                   if ln.month == month]
     ordered = [ln for _, ln in sorted(lines, key=lambda x: x[0])]
     by_machine: dict[str, Decimal] = {}

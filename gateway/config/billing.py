@@ -170,9 +170,10 @@ class BillingSection(Strict):
 def _unknown(loc: Loc, value: str, what: str, known: Sequence[str]) -> tuple[Loc, object, str]:
     import difflib
 
-    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
+    names = sorted(set(known))
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
     hint = f'did you mean "{close[0]}"? ' if close else ""
-    return loc, value, f'"{value}" is not a known {what}; {hint}(known: {", ".join(sorted(known)) or "none"})'
+    return loc, value, f'"{value}" is not a known {what}; {hint}(known: {", ".join(names) or "none"})'
 
 
 def _unique(section: str, items: Sequence[tuple[int, str]], what: str) -> list[tuple[Loc, object, str]]:

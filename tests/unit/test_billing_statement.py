@@ -104,7 +104,8 @@ def test_same_inputs_give_the_same_bytes_whatever_the_entry_order() -> None:
     a = statement_csv(statement("acme", "2025-03", entries))
     b = statement_csv(statement("acme", "2025-03", list(reversed(entries))))
     assert a == b
-    assert a.encode("utf-8") == b.encode("utf-8") and "\r" not in a
+    assert a.encode("utf-8") == b.encode("utf-8")
+    assert "\r" not in a
 
 
 def test_a_correction_after_the_month_is_closed_goes_to_the_next_open_month() -> None:
