@@ -8,7 +8,7 @@ job's start and its end. Rules of the fold:
   comes before the next job's start (the order the state engine emits them in).
 - Only running time is billed; paused, idle, error and offline time inside a job is not.
 - A telemetry gap (the machine `offline`) no longer than `grace_s` neither splits the job nor is billed. A longer
-  gap ends the session at the last reading (the offline event's `last_seen` when it carries one, else the time
+  gap ends the session at the last reading (the offline event's `last_seen_ns` when it carries one, else the time
   the machine was declared offline); when telemetry comes back and the job is still going, the job continues in
   a new session (segment 1, 2, ...). Per-job amounts (setup fee, minimum charge) belong to segment 0.
 - A `job_end` without a `job_start` in the events is ignored (its start is unknown); a job with no end yet is
