@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from gateway.config.billing import cross_checks as billing_checks
 from gateway.config.models import SLUG, Strict
 
 if TYPE_CHECKING:
@@ -489,4 +490,5 @@ def cross_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
         if shift.id in shift_ids:
             out.append((("shifts", "calendar", i, "id"), shift.id, f'"{shift.id}" is used by two shifts'))
         shift_ids.setdefault(shift.id, i)
+    out.extend(billing_checks(cfg))
     return out

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, create_model
 
+from gateway.config.billing import BillingSection
 from gateway.config.models import (
     ApiSection,
     Health,
@@ -41,6 +42,8 @@ class SiteConfig(Strict):
     timestamps: Timestamps = Field(default_factory=Timestamps, description="Source timestamps the gateway's clock "
                                    "cannot believe.")
     health: Health = Field(default_factory=Health, description="When the gateway reports itself degraded.")
+    billing: BillingSection | None = Field(default=None, description="Usage billing: partners, attribution and "
+                                           "rate cards (optional).")
 
     def machine(self, machine_id: str) -> MachineBase:
         for m in self.machines:

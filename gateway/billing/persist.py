@@ -1,0 +1,86 @@
+"""The usage ledger and closed months in the business store (gateway/store.py).
+
+`ledger` is append-only: the idempotency key is the primary key and entries are inserted with
+`INSERT ... ON CONFLICT (key) DO NOTHING`, so a replay or a restart that rebuilds an entry keeps the first one.
+Nothing here updates or deletes an entry; corrections are new entries (see ledger.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from gateway.billing.ledger import LedgerEntry
+from gateway.store import Store
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS ledger (
+    key TEXT PRIMARY KEY,
+    machine TEXT NOT NULL,
+    partner TEXT,
+    project TEXT,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    sign INTEGER NOT NULL,
+    reverses TEXT,
+    entry TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS ledger_by_partner ON ledger (partner, start_ns)",
+    "CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger (start_ns)",
+    "CREATE INDEX IF NOT EXISTS ledger_unattributed ON ledger (recorded_ns) WHERE partner IS NULL",
+    """CREATE TABLE IF NOT EXISTS billing_months (
+    month TEXT PRIMARY KEY,
+    closed_ns INTEGER NOT NULL,
+    closed_by TEXT NOT NULL
+)""",
+)
+
+
+class LedgerStore:
+    """Ledger entries and closed months in a Store; creates its tables when first used."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        for sql in SCHEMA:
+            store.execute(sql)
+
+    def add(self, entries: Iterable[LedgerEntry]) -> int:
+        """Append entries in one transaction; how many were new (entries whose key is stored are skipped)."""
+        added = 0
+        with self.store.transaction() as db:
+            for e in entries:
+                cur = db.execute(
+                    "INSERT INTO ledger (key, machine, partner, project, start_ns, end_ns, recorded_ns, source, "
+                    "sign, reverses, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                    (e.key, e.machine, e.partner, e.project, e.start_ns, e.end_ns, e.recorded_ns, e.source, e.sign,
+                     e.reverses, json.dumps(e.as_dict(), sort_keys=True, ensure_ascii=False)))
+                added += cur.rowcount
+        return added
+
+    def entries(self, *, partner: str | None = None, start_ns: int | None = None,
+                end_ns: int | None = None) -> list[LedgerEntry]:
+        """Entries (of one partner; whose usage overlaps [start_ns, end_ns)) in recorded order."""
+        sql, params = "SELECT entry FROM ledger WHERE 1 = 1", list[object]()
+        if partner is not None:
+            sql += " AND partner = ?"
+            params.append(partner)
+        if start_ns is not None:
+            sql += " AND end_ns >= ?"
+            params.append(start_ns)
+        if end_ns is not None:
+            sql += " AND start_ns < ?"
+            params.append(end_ns)
+        sql += " ORDER BY recorded_ns, key"
+        return [LedgerEntry.from_dict(json.loads(r["entry"])) for r in self.store.query(sql, params)]
+
+    def close_month(self, month: str, *, closed_ns: int, by: str) -> bool:
+        """Close a month (once; False when it was already closed)."""
+        with self.store.transaction() as db:
+            cur = db.execute("INSERT INTO billing_months (month, closed_ns, closed_by) VALUES (?, ?, ?) "
+                             "ON CONFLICT (month) DO NOTHING", (month, closed_ns, by))
+            return cur.rowcount > 0
+
+    def closed(self) -> dict[str, int]:
+        return {r["month"]: r["closed_ns"] for r in self.store.query("SELECT month, closed_ns FROM billing_months")}
