@@ -75,6 +75,20 @@ class LedgerStore:
         sql += " ORDER BY recorded_ns, key"
         return [LedgerEntry.from_dict(json.loads(r["entry"])) for r in self.store.query(sql, params)]
 
+    def get(self, key: str) -> LedgerEntry | None:
+        row = self.store.one("SELECT entry FROM ledger WHERE key = ?", (key,))
+        return LedgerEntry.from_dict(json.loads(row["entry"])) if row is not None else None
+
+    def unattributed(self) -> list[LedgerEntry]:
+        """Usage with no partner that has not been assigned (or withdrawn) yet, in recorded order."""
+        rows = self.store.query("SELECT entry FROM ledger WHERE partner IS NULL AND sign > 0 AND key NOT IN "
+                                "(SELECT reverses FROM ledger WHERE reverses IS NOT NULL) ORDER BY recorded_ns, key")
+        return [LedgerEntry.from_dict(json.loads(r["entry"])) for r in rows]
+
+    def corrected(self, key: str) -> bool:
+        """Whether the entry was reversed (corrected, assigned or withdrawn) already."""
+        return self.store.one("SELECT key FROM ledger WHERE reverses = ?", (key,)) is not None
+
     def close_month(self, month: str, *, closed_ns: int, by: str) -> bool:
         """Close a month (once; False when it was already closed)."""
         with self.store.transaction() as db:

@@ -179,17 +179,14 @@ class UsageLedger:
         return self.ledger.entries(partner=partner, start_ns=start_ns, end_ns=end_ns)
 
     def get(self, key: str) -> LedgerEntry:
-        row = self.store.one("SELECT entry FROM ledger WHERE key = ?", (key,))
-        if row is None:
+        entry = self.ledger.get(key)
+        if entry is None:
             raise UnknownEntry(f"no ledger entry '{key}'; GET /api/v1/usage?unattributed=true lists the open ones")
-        return LedgerEntry.from_dict(json.loads(row["entry"]))
+        return entry
 
     def unattributed(self) -> list[LedgerEntry]:
         """Usage with no partner that has not been assigned (or withdrawn) yet, oldest first."""
-        gone = {r["reverses"] for r in self.store.query("SELECT reverses FROM ledger WHERE reverses IS NOT NULL")}
-        rows = self.store.query("SELECT entry FROM ledger WHERE partner IS NULL AND sign > 0 ORDER BY recorded_ns, "
-                                "key")
-        return [e for r in rows if (e := LedgerEntry.from_dict(json.loads(r["entry"]))).key not in gone]
+        return self.ledger.unattributed()
 
     def assign(self, key: str, *, partner: str, project: str | None, by: str) -> tuple[LedgerEntry, LedgerEntry]:
         """Attribute an unattributed entry to a partner (and project): an audited compensating pair."""
@@ -205,7 +202,7 @@ class UsageLedger:
         if entry.sign < 0 or entry.partner is not None:
             raise NotAssignable(f"entry '{key}' is attributed already (partner {entry.partner}); only unattributed "
                                 "usage can be assigned")
-        if self.store.one("SELECT key FROM ledger WHERE reverses = ?", (key,)) is not None:
+        if self.ledger.corrected(key):
             raise NotAssignable(f"entry '{key}' was assigned or corrected already")
         rev, fixed = assign(entry, partner=partner, project=project, recorded_ns=self.clock(), by=by)
         self.ledger.add([rev, fixed])
