@@ -46,7 +46,11 @@ class UnknownEntry(LookupError):
 
 
 class NotAssignable(ValueError):
-    pass
+    """The partner or project of an assignment is not known (or does not fit)."""
+
+
+class AlreadyAttributed(NotAssignable):
+    """The entry has a partner already, or was assigned or corrected before."""
 
 
 @dataclass(slots=True)
@@ -200,10 +204,10 @@ class UsageLedger:
             if owner != partner:
                 raise NotAssignable(f'"{project}" is not a project of partner "{partner}"')
         if entry.sign < 0 or entry.partner is not None:
-            raise NotAssignable(f"entry '{key}' is attributed already (partner {entry.partner}); only unattributed "
+            raise AlreadyAttributed(f"entry '{key}' is attributed already (partner {entry.partner}); only unattributed "
                                 "usage can be assigned")
         if self.ledger.corrected(key):
-            raise NotAssignable(f"entry '{key}' was assigned or corrected already")
+            raise AlreadyAttributed(f"entry '{key}' was assigned or corrected already")
         rev, fixed = assign(entry, partner=partner, project=project, recorded_ns=self.clock(), by=by)
         self.ledger.add([rev, fixed])
         return rev, fixed
