@@ -23,6 +23,7 @@ from gateway.alerts.book import AlertBook
 from gateway.alerts.defaults import effective_rules
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import compile_rules
+from gateway.billing.export import UsageExporter
 from gateway.billing.service import UsageLedger
 from gateway.config.ops import cross_checks
 from gateway.config.site import SiteConfig
@@ -90,9 +91,11 @@ class Operations:
         self.exporter: EventExporter | None = None
         self.oee_exporter: OeeExporter | None = None
         self.maintenance_exporter: MaintenanceExporter | None = None
+        self.usage_exporter: UsageExporter | None = None
         if cfg.storage.influxdb is not None:
             writer = InfluxWriter(cfg.storage.influxdb, self.http)
             self.exporter = EventExporter(self.store, writer, self.metas, cfg.site.id, cfg.site.timezone)
+            self.usage_exporter = UsageExporter(self.store, writer, self.metas, cfg.site.id, cfg.site.timezone)
             self.maintenance_exporter = MaintenanceExporter(writer, self.metas, cfg.site.id, self.maintenance.tasks,
                                                             self.clock)
             self.oee_exporter = OeeExporter(self.store, writer, self.metas, cfg.site.id, self.oee, self.clock,
@@ -195,6 +198,8 @@ class Operations:
             tasks.append(asyncio.create_task(self.oee_exporter.run(), name="oee-export"))
         if self.maintenance_exporter is not None:
             tasks.append(asyncio.create_task(self.maintenance_exporter.run(), name="maintenance-export"))
+        if self.usage_exporter is not None:
+            tasks.append(asyncio.create_task(self.usage_exporter.run(), name="usage-export"))
         try:
             await asyncio.gather(*tasks)
         finally:
