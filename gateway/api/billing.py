@@ -26,7 +26,7 @@ from gateway.config.billing import BillingSection
 from gateway.state.model import iso
 
 Responses = dict[int | str, dict[str, Any]]
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"  # YYYY-MM, 1970-01 to 2999-12
 
 
 def _error(description: str) -> dict[str, Any]:

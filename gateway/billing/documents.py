@@ -46,9 +46,11 @@ def statement_of(cfg: SiteConfig, ledger: LedgerStore, partner: str, month: str)
         raise StatementError("the site file has no billing section: add billing: with partners and rate cards "
                              "(see README, Billing)")
     try:
-        parse_month(month)
+        year, _ = parse_month(month)
     except ValueError as err:
         raise StatementError(str(err)) from None
+    if not 1970 <= year <= 2999:
+        raise StatementError(f"{month!r} is out of range; a month from 1970-01 to 2999-12")
     if partner not in {p.id for p in b.partners}:
         known = ", ".join(sorted(p.id for p in b.partners)) or "none"
         raise StatementError(f'"{partner}" is not a partner of this site (billing.partners: {known})')

@@ -77,9 +77,11 @@ def test_statements_as_html_and_pdf(client: TestClient) -> None:
     assert (code, ctype) == (200, "application/pdf")
     assert body.startswith(b"%PDF-")
     assert get(client, ADMIN, "/api/v1/billing/statements/nobody/2025-03")[0] == 404
-    code, body, _ = get(client, ADMIN, "/api/v1/billing/statements/acme/2025-13")
-    assert code == 422
-    assert b"path parameter 'month'" in body
+    for month in ("2025-13", "0000-01", "9999-12"):
+        code, body, _ = get(client, ADMIN, f"/api/v1/billing/statements/acme/{month}")
+        assert code == 422
+        assert b"path parameter 'month'" in body
+    assert get(client, ADMIN, "/api/v1/usage?month=9999-12")[0] == 422
 
 
 def test_usage_lists_only_the_callers_entries(client: TestClient) -> None:
