@@ -9,6 +9,8 @@ store (persist.py), surviving restarts.
   few seconds and at a clean stop. At start-up each machine's last job is replayed from the stored events, with a
   restart mark (restarts.py) at the last moment the stopped gateway knew about, so a job running across a
   restart stays one job and the downtime is a telemetry gap — never billed, never a second setup fee.
+- A machine is declared offline some seconds after its last reading; the ledger takes the gap (and the end of a
+  session it ends) from that reading, kept as a mark in the store like the restart marks.
 - Attribution is by the site file's rules (`billing.attribution`); entries no rule matched are listed by
   `unattributed()` until an admin assigns them (`assign`, a compensating pair with who and when).
 """
@@ -36,6 +38,7 @@ TYPES = ("state", "job_start", "job_end")
 LAST_SEEN_KEY = "billing_last_seen_ns"
 CHECK_EVERY_NS = 10 * NS
 DEFAULT_GRACE_S = 300.0
+LAST_READING_BASIS = "last reading"
 
 MARKS_SCHEMA = ("CREATE TABLE IF NOT EXISTS billing_marks (machine TEXT NOT NULL, ts_ns INTEGER NOT NULL, "
                 "data TEXT NOT NULL, PRIMARY KEY (machine, ts_ns))",)
@@ -95,9 +98,7 @@ class UsageLedger:
                 last_ts = max(e.ts_ns for e in events)
                 # just after the last event: at the same instant the mark would sort among the machine's own events
                 mark = restart_mark(mid, max(last_ts + 1, seen) if isinstance(seen, int) else last_ts + 1)
-                self.store.execute("INSERT INTO billing_marks (machine, ts_ns, data) VALUES (?, ?, ?) "
-                                   "ON CONFLICT (machine, ts_ns) DO NOTHING",
-                                   (mid, mark.ts_ns, json.dumps(mark.data, sort_keys=True)))
+                self._mark(mark)
                 events.append(mark)
             m.events = list({(e.ts_ns, e.type, json.dumps(e.data, sort_keys=True)): e for e in events}.values())
             self._record(mid)
@@ -135,12 +136,26 @@ class UsageLedger:
                 *(Event(r["ts_ns"], machine, "state", json.loads(r["data"])) for r in marks)]
 
     # --- as it happens --------------------------------------------------------------------------------------
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event, *, last_seen_ns: int | None = None) -> None:
+        """An event of the state engine; `last_seen_ns` is the machine's last reading when it happened."""
         m = self._m.get(event.machine)
         if m is None or event.type not in TYPES:
             return
+        if (event.type == "state" and event.data.get("to") == "offline" and "last_seen_ns" not in event.data
+                and last_seen_ns is not None and last_seen_ns < event.ts_ns and m.open_job):
+            # the machine is declared offline some seconds after its last reading: the gap (and a session it
+            # ends) starts at that reading — kept as a mark, so that a replay sees the same
+            mark = Event(last_seen_ns, event.machine, "state", {"to": "offline", "last_seen_ns": last_seen_ns,
+                                                                "basis": LAST_READING_BASIS})
+            self._mark(mark)
+            m.events.append(mark)
         m.events.append(event)
         self._record(event.machine)
+
+    def _mark(self, mark: Event) -> None:
+        self.store.execute("INSERT INTO billing_marks (machine, ts_ns, data) VALUES (?, ?, ?) "
+                           "ON CONFLICT (machine, ts_ns) DO NOTHING",
+                           (mark.machine, mark.ts_ns, json.dumps(mark.data, sort_keys=True)))
 
     def on_seen(self, machine: str, last_seen_ns: int | None) -> None:
         m = self._m.get(machine)
@@ -174,7 +189,8 @@ class UsageLedger:
                 log.info("usage ledger: %d new entries of %s", added, machine, extra={"machine": machine})
         if not m.open_job:
             # nothing open: keep only what the next job needs to know (the machine's last state)
-            states = [e for e in m.events if e.type == "state" and not is_mark(e)]
+            states = [e for e in m.events if e.type == "state" and not is_mark(e)
+                      and e.data.get("basis") != LAST_READING_BASIS]
             m.events = [max(states, key=lambda e: e.ts_ns)] if states else []
 
     # --- reading and correcting -----------------------------------------------------------------------------

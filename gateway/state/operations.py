@@ -150,7 +150,8 @@ class Operations:
             self.save_counters()
 
     def event(self, event: Event) -> None:
-        self.usage.on_event(event)
+        self.usage.on_event(event, last_seen_ns=self.live.live(event.machine).last_seen_ns
+                            if self.live.has(event.machine) else None)
         if self.topics is not None:
             self.topics.on_event(event)
 

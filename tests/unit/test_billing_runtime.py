@@ -155,6 +155,32 @@ def test_a_long_restart_ends_the_session_and_the_job_continues_in_a_second(tmp_p
     assert second.running == ((back, back + 300 * NS), (back2, end))
 
 
+def test_a_long_telemetry_gap_ends_the_session_at_the_last_reading(tmp_path: Path) -> None:
+    clock = Clock()
+    live, ops = build(config(), tmp_path, clock)
+    start = start_job(live, clock, "ACME_bracket.gcode", 7)
+    last = run(live, clock, 300, state="printing", progress_pct=40.0)
+    for _ in range(40):  # silence: offline after 10 s, and after the 5-minute grace the session is over
+        clock.step(STEP_S)
+        live.tick()
+    assert live.machine("fdm-01")["state"] == "offline"
+    offline = ops.store.one("SELECT ts_ns FROM events WHERE type = 'state' AND json_extract(data, '$.to') = "
+                            "'offline'")
+    assert offline is not None
+    assert offline["ts_ns"] > last
+    [entry] = ops.usage.entries()
+    assert entry.running == ((start, last),)  # not until the machine was declared offline
+    # the printer comes back and finishes: the rest is the job's second session; a restart changes nothing
+    back = clock.step(STEP_S)
+    feed(live, clock, "fdm-01", state="printing", job_id=7, job_file="ACME_bracket.gcode", progress_pct=41.0)
+    live.tick()
+    end = finish(live, clock)
+    live, ops = restart(ops, clock, tmp_path, 5, clean=True)
+    first, second = ops.usage.entries()
+    assert first == entry
+    assert (second.key, second.running) == (f"fdm-01/{start}/1", ((back, end),))
+
+
 def test_a_new_run_of_the_same_file_after_the_machine_was_idle_is_a_new_job() -> None:
     t = 1_000 * NS
     ev = [Event(t, "p", "state", {"to": "running"}), Event(t, "p", "job_start", {"job": "a.gcode", "job_id": None}),
