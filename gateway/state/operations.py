@@ -212,6 +212,8 @@ class Operations:
         with contextlib.suppress(Exception):
             self.save_counters()
         with contextlib.suppress(Exception):
+            for mid in self.live.ids():
+                self.usage.on_seen(mid, self.live.live(mid).last_seen_ns)
             self.usage.save()
         if self.topics is not None:
             with contextlib.suppress(Exception):
