@@ -94,7 +94,9 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
             "SELECT type, ts_ns FROM events WHERE type IN ('job_start', 'job_end') ORDER BY ts_ns, id")]
 
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
-        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 10.0 + i) for i in range(5)])
+        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 10.0)])
+        await wait_for(lambda: rt.live.machine("fdm-01")["state"] == "running")
+        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 11.0 + i) for i in range(4)])
         await wait_for(lambda: rt.live.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0)
         [(kind, started)] = job_events(rt)
         assert kind == "job_start"
