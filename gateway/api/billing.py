@@ -26,7 +26,8 @@ from gateway.config.billing import BillingSection
 from gateway.state.model import iso
 
 Responses = dict[int | str, dict[str, Any]]
-MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"  # YYYY-MM, 1970-01 to 2999-12
+# YYYY-MM, 1970-01 to 2199-12 (times are stored as 64-bit nanoseconds, which end in 2262)
+MONTH_PATTERN = r"^(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])$"
 
 
 def _error(description: str) -> dict[str, Any]:

@@ -49,8 +49,8 @@ def statement_of(cfg: SiteConfig, ledger: LedgerStore, partner: str, month: str)
         year, _ = parse_month(month)
     except ValueError as err:
         raise StatementError(str(err)) from None
-    if not 1970 <= year <= 2999:
-        raise StatementError(f"{month!r} is out of range; a month from 1970-01 to 2999-12")
+    if not 1970 <= year <= 2199:  # times are 64-bit nanoseconds, which end in 2262
+        raise StatementError(f"{month!r} is out of range; a month from 1970-01 to 2199-12")
     if partner not in {p.id for p in b.partners}:
         known = ", ".join(sorted(p.id for p in b.partners)) or "none"
         raise StatementError(f'"{partner}" is not a partner of this site (billing.partners: {known})')
