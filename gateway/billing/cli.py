@@ -69,12 +69,15 @@ def cmd_unattributed(args: argparse.Namespace) -> int:
         print(f"kartech billing unattributed: {err}", file=sys.stderr)
         return 1
     try:
-        rows = ledger.unattributed()
+        keys = {e.key for e in ledger.unattributed()}
+        rows = [(i, e) for i, e in ledger.with_ids(unattributed=True, limit=1_000_000) if e.key in keys]
     finally:
         ledger.store.close()
-    for e in rows:
-        print(f"{e.key}\t{e.machine}\t{e.job}\t{iso(e.start_ns)}\t{iso(e.end_ns)}\t{e.running_ns / NS / 60:.1f} min")
-    print(f"{len(rows)} unattributed entries; assign one with POST /api/v1/usage/{{key}}/assign", file=sys.stderr)
+    for i, e in rows:
+        print(f"{i}\t{e.key}\t{e.machine}\t{e.job}\t{iso(e.start_ns)}\t{iso(e.end_ns)}\t"
+              f"{e.running_ns / NS / 60:.1f} min")
+    print(f"{len(rows)} unattributed entries (id, key, machine, job, start, end, running); assign one with "
+          "POST /api/v1/usage/{id}/assign", file=sys.stderr)
     return 0
 
 
