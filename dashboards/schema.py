@@ -75,12 +75,16 @@ PLANNED_S: Final = "planned_s"
 RUNNING_S: Final = "running_s"
 PARTS: Final = "parts"
 
-# --- usage (gateway/state/influx.py usage_line): one point per finished job ---------------------------------
-USAGE: Final = "usage"  # tags site, lab, machine, kind, month (YYYY-MM in the site's time zone)
+# --- usage (gateway/billing/export.py usage_line): one point per usage ledger entry -------------------------
+USAGE: Final = "usage"  # tags site, lab, machine, kind, month (YYYY-MM in the site's time zone), partner, project,
+#                        source; the numbers carry the entry's sign (a reversal subtracts)
 MONTH: Final = "month"
+PARTNER: Final = "partner"  # `unattributed` until an admin assigns the usage
+PROJECT: Final = "project"  # left out when the usage has no project
 MATERIAL_USED: Final = "material_used"
 MATERIAL_UNIT: Final = "material_unit"
 USAGE_RUNNING_S: Final = "running_s"
+USAGE_JOBS: Final = "jobs"  # 1 for a job's first session, so sum() counts jobs
 
 # --- the gateway's own metrics (gateway/self_metrics.py) ----------------------------------------------------
 GATEWAY: Final = "kartech_gateway"  # tags site, host + the metric's labels (driver, sink, reason, status)

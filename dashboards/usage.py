@@ -19,10 +19,14 @@ UID = "kartech-usage"
 ENGINE_FILTER = f"{q.MACHINE_FILTER} AND {q.KIND_TAG_FILTER}"
 _TOTALS = (
     f'sum("{s.USAGE_RUNNING_S}") / 3600 AS "running_h", sum("{s.MATERIAL_USED}") AS "material", '
-    f'last("{s.MATERIAL_UNIT}") AS "material_unit", count("{s.USAGE_RUNNING_S}") AS "jobs"'
+    f'last("{s.MATERIAL_UNIT}") AS "material_unit", sum("{s.USAGE_JOBS}") AS "jobs"'
 )
 PER_MACHINE_MONTH = (
     f'SELECT {_TOTALS} FROM "{s.USAGE}" WHERE {ENGINE_FILTER} AND $timeFilter GROUP BY "{s.MONTH}", "{s.MACHINE}"'
+)
+PER_PARTNER_MONTH = (
+    f'SELECT {_TOTALS} FROM "{s.USAGE}" WHERE {ENGINE_FILTER} AND $timeFilter '
+    f'GROUP BY "{s.MONTH}", "{s.PARTNER}", "{s.PROJECT}"'
 )
 RUNNING_EVENTS = (
     f"FROM \"{s.EVENTS}\" WHERE {ENGINE_FILTER} AND \"{s.EVENT_TYPE}\" = '{s.EVENT_STATE}' "
@@ -46,10 +50,22 @@ def build() -> dash.Dashboard:
     per_machine = (
         table.Panel()
         .title("Per machine and month")
-        .description("Running hours, material and finished jobs per calendar month (site time zone) from the "
-                     "`usage` points written for every finished job.")
+        .description("Running hours, material and jobs per calendar month (site time zone) from the usage "
+                     "ledger's `usage` points.")
         .span(24).height(10)
         .with_target(q.InfluxQL(PER_MACHINE_MONTH).ref_id("A").table())
+        .transformations([p.merge(), p.organize({"running_h": "running hours"}, ("Time",)),
+                          p.transformation("sortBy", {"sort": [{"field": s.MONTH, "desc": True}]})])
+        .override_by_name("running hours", [p.prop("unit", "h"), p.prop("decimals", 2)])
+    )
+    per_partner = (
+        table.Panel()
+        .title("Per partner, project and month")
+        .description("Running hours, material and jobs billed to each partner and project per calendar month (site "
+                     "time zone), from the usage ledger; `unattributed` is usage no attribution rule matched and no "
+                     "admin has assigned yet. Statements: GET /api/v1/billing/statements/{partner}/{YYYY-MM}.")
+        .span(24).height(9)
+        .with_target(q.InfluxQL(PER_PARTNER_MONTH).ref_id("A").table())
         .transformations([p.merge(), p.organize({"running_h": "running hours"}, ("Time",)),
                           p.transformation("sortBy", {"sort": [{"field": s.MONTH, "desc": True}]})])
         .override_by_name("running hours", [p.prop("unit", "h"), p.prop("decimals", 2)])
@@ -86,13 +102,15 @@ def build() -> dash.Dashboard:
     )
     return (
         p.skeleton(UID, "Kartech — Usage",
-                   "Running hours and material per machine and month; energy per day from the power meters.",
+                   "Running hours and material per partner, project, machine and month; energy per day from the "
+                   "power meters.",
                    time_from="now-90d", refresh="1h")
         .with_variable(q.site_variable())
         .with_variable(q.kind_variable())
         .with_variable(q.lab_variable())
         .with_variable(q.machine_variable())
         .with_variable(q.timezone_variable())
+        .with_panel(per_partner)
         .with_panel(jobs)
         .with_panel(per_machine)
         .with_panel(running)

@@ -37,7 +37,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
-    for noisy in ("uvicorn.access", "amqtt", "transitions", "httpx", "asyncua", "hpack"):
+    for noisy in ("uvicorn.access", "amqtt", "transitions", "httpx", "asyncua", "hpack", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from gateway.redact import install
 
@@ -312,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.notify.cli import add_commands as add_alert_commands
 
     add_alert_commands(sub)
+
+    from gateway.billing.cli import add_commands as add_billing_commands
+
+    add_billing_commands(sub)
 
     db = sub.add_parser("dashboards", help="Grafana dashboards: build the JSON and provisioning files, or push them")
     dbs = db.add_subparsers(dest="dashboards_command", required=True)

@@ -256,6 +256,7 @@ class Runtime:
                     site_id=self.cfg.site.id, site_name=self.cfg.site.name, live=self.live, metrics=self.metrics,
                     tokens=self.tokens, history=self._history if self.history else None, health=self.health,
                     version=__version__, extra={"ops": self.ops}, max_body_bytes=self.cfg.api.max_body_bytes,
+                    partners={t.token: t.partner for t in self.cfg.api.tokens if t.partner is not None},
                 ))
                 server = asyncio.create_task(serve(app, self.cfg.api.host, self.cfg.api.port, api_ready), name="api")
                 tasks.append(server)

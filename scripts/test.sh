@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The second command: lint, type-check and run every test, unit and integration, against real Mosquitto,
 # InfluxDB 1.x and VictoriaMetrics. Installs Python test dependencies into .venv and, when running as root,
-# Debian's mosquitto, influxdb, victoria-metrics and chromium packages and libatomic1 if they are missing.
+# Debian's mosquitto, influxdb, victoria-metrics, chromium and fonts-dejavu-core packages and libatomic1 if they are
+# missing.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 command -v influxd >/dev/null || need+=(influxdb)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 [ -x /usr/bin/chromium ] || need+=(chromium)   # headless browser test of the web page
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)   # PDF statements (Cyrillic)
 # Playwright's bundled node driver links libatomic.so.1, which a bare Debian 12 does not have (its other libraries,
 # libc6, libstdc++6 and libgcc-s1, are part of every Debian install).
 has_lib() { /sbin/ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$1 " || dpkg-query -W -f='${Status}' "$2" 2>/dev/null | grep -q 'ok installed'; }

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
 from gateway.api.auth import bearer_token, context_of, current_principal, find_principal
+from gateway.api.billing import router as billing_router
 from gateway.api.context import ApiContext
 from gateway.api.guard import Guard
 from gateway.api.ops import router as ops_router
@@ -107,7 +108,9 @@ def _known_machine(ctx: ApiContext, machine_id: str) -> None:
 
 # --- routes -----------------------------------------------------------------------------------------------
 public = APIRouter()
-protected = APIRouter(dependencies=[Depends(current_principal)], responses={**_UNAUTHORIZED, **_BAD_INPUT})
+_PARTNER: Responses = {403: {"model": ErrorOut, "description": "a partner token reads only its usage and statements"}}
+protected = APIRouter(dependencies=[Depends(current_principal)],
+                      responses={**_UNAUTHORIZED, **_PARTNER, **_BAD_INPUT})
 
 
 @public.get("/api/v1/health", tags=["gateway"])
@@ -219,9 +222,11 @@ async def live(websocket: WebSocket) -> None:
     presented = bearer_token(websocket.headers.get("authorization"))
     if presented is None:
         presented = await _token_from_first_message(websocket)
-    if find_principal(ctx.tokens, presented) is None:
+    principal = find_principal(ctx.tokens, presented)
+    if principal is None or principal.role == "partner":  # a partner token reads only its usage and statements
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-            await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token")
+            await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token" if principal is None
+                                  else "a partner token reads only its usage and statements")
         return
     queue = ctx.live.subscribe()
     try:
@@ -338,6 +343,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(public)
     app.include_router(protected)
     app.include_router(ops_router)
+    app.include_router(billing_router)
     app.mount("/static/docs", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -2,13 +2,17 @@
 
 Tokens come from `ApiContext.tokens` (token -> (name, role)); the app keeps its context in `app.state.ctx`, so
 these dependencies work for any router included into an app built by `create_app`.
+
+A token of role `partner` is bound to one partner (`ApiContext.partners`, from `api.tokens[].partner`): it reads
+only that partner's usage and statements (the billing routes, which use `any_principal`); every other route
+answers it 403 (`current_principal`).
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -28,6 +32,7 @@ class Principal:
 
     name: str
     role: Role
+    partner: str | None = None  # the partner a token of role partner belongs to (from the credential, never asked)
 
 
 def context_of(conn: HTTPConnection) -> ApiContext:
@@ -63,16 +68,29 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def current_principal(
+def any_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
-    """FastAPI dependency: the caller, or 401 when the bearer token is missing or unknown."""
+    """FastAPI dependency: the caller, partners included, or 401 when the bearer token is missing or unknown."""
     if credentials is None:
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    principal = find_principal(context_of(request).tokens, credentials.credentials)
+    ctx = context_of(request)
+    principal = find_principal(ctx.tokens, credentials.credentials)
     if principal is None:
         raise _unauthorized("invalid token")
+    if principal.role == "partner":
+        principal = replace(principal, partner=ctx.partners.get(credentials.credentials))
+    return principal
+
+
+def current_principal(principal: Annotated[Principal, Depends(any_principal)]) -> Principal:
+    """FastAPI dependency: the caller, 401 without a valid token, 403 for a partner token (it reads only its
+    usage and statements)."""
+    if principal.role == "partner":
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN,
+                            detail="a partner token reads only its own usage and statements (/api/v1/usage, "
+                                   "/api/v1/billing/statements/...)")
     return principal
 
 

@@ -10,7 +10,7 @@ from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.reading import Value
 
-Role = Literal["admin", "technician", "viewer"]
+Role = Literal["admin", "technician", "viewer", "partner"]
 
 # (machine_id, signal, start_ns, end_ns, limit) -> [(ts_ns, value, quality)]
 HistoryQuery = Callable[[str, str, int, int, int], Awaitable[list[tuple[int, Value, str]]]]
@@ -28,3 +28,4 @@ class ApiContext:
     version: str = "0.1.0"
     max_body_bytes: int = 1 << 20  # larger request bodies are answered 413 without being read
     extra: dict[str, Any] = field(default_factory=dict)
+    partners: Mapping[str, str] = field(default_factory=dict)  # token -> partner id, for tokens of role partner

@@ -32,6 +32,8 @@ def _error(description: str) -> dict[str, Any]:
 router = APIRouter(dependencies=[Depends(current_principal)],
                    responses={401: _error("missing or bad token"),
                               422: _error("a parameter or the body is not valid; `detail` says which and why"),
+                              403: _error("the token's role may not do this (a partner token reads only its "
+                                          "usage and statements)"),
                               503: _error("alerts and maintenance are not running on this gateway")})
 _FORBIDDEN: Responses = {403: _error("the token's role may not change this (technician or admin needed)")}
 _BODY: Responses = {400: _error("the body is not UTF-8 text"),

@@ -75,6 +75,48 @@ class LedgerStore:
         sql += " ORDER BY recorded_ns, key"
         return [LedgerEntry.from_dict(json.loads(r["entry"])) for r in self.store.query(sql, params)]
 
+    def with_ids(self, *, partner: str | None = None, start_ns: int | None = None, end_ns: int | None = None,
+                 unattributed: bool = False, limit: int = 10_000) -> list[tuple[int, LedgerEntry]]:
+        """(id, entry) of entries (of one partner, or with no partner; whose usage overlaps [start_ns, end_ns)), in
+        recorded order. The id is the entry's row id: stable, since nothing is ever deleted."""
+        sql, params = "SELECT rowid AS id, entry FROM ledger WHERE 1 = 1", list[object]()
+        if partner is not None:
+            sql += " AND partner = ?"
+            params.append(partner)
+        if unattributed:
+            sql += " AND partner IS NULL"
+        if start_ns is not None:
+            sql += " AND end_ns >= ?"
+            params.append(start_ns)
+        if end_ns is not None:
+            sql += " AND start_ns < ?"
+            params.append(end_ns)
+        sql += " ORDER BY recorded_ns, key LIMIT ?"
+        params.append(limit)
+        return [(r["id"], LedgerEntry.from_dict(json.loads(r["entry"]))) for r in self.store.query(sql, params)]
+
+    def key_of(self, entry_id: int) -> str | None:
+        row = self.store.one("SELECT key FROM ledger WHERE rowid = ?", (entry_id,))
+        return str(row["key"]) if row is not None else None
+
+    def id_of(self, key: str) -> int | None:
+        row = self.store.one("SELECT rowid AS id FROM ledger WHERE key = ?", (key,))
+        return int(row["id"]) if row is not None else None
+
+    def get(self, key: str) -> LedgerEntry | None:
+        row = self.store.one("SELECT entry FROM ledger WHERE key = ?", (key,))
+        return LedgerEntry.from_dict(json.loads(row["entry"])) if row is not None else None
+
+    def unattributed(self) -> list[LedgerEntry]:
+        """Usage with no partner that has not been assigned (or withdrawn) yet, in recorded order."""
+        rows = self.store.query("SELECT entry FROM ledger WHERE partner IS NULL AND sign > 0 AND key NOT IN "
+                                "(SELECT reverses FROM ledger WHERE reverses IS NOT NULL) ORDER BY recorded_ns, key")
+        return [LedgerEntry.from_dict(json.loads(r["entry"])) for r in rows]
+
+    def corrected(self, key: str) -> bool:
+        """Whether the entry was reversed (corrected, assigned or withdrawn) already."""
+        return self.store.one("SELECT key FROM ledger WHERE reverses = ?", (key,)) is not None
+
     def close_month(self, month: str, *, closed_ns: int, by: str) -> bool:
         """Close a month (once; False when it was already closed)."""
         with self.store.transaction() as db:

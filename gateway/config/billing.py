@@ -188,10 +188,13 @@ def _unique(section: str, items: Sequence[tuple[int, str]], what: str) -> list[t
 
 
 def cross_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
-    """References inside `billing:` and to the machines: partners, projects, materials, machines and kinds."""
+    """References inside `billing:` and to the machines: partners, projects, materials, machines and kinds; and
+    the partners of partner tokens (`api.tokens[].partner`)."""
     b = cfg.billing
+    tokens = [(i, t.partner) for i, t in enumerate(cfg.api.tokens) if t.partner is not None]
     if b is None:
-        return []
+        return [(("api", "tokens", i, "partner"), p, f'"{p}" is not a known partner: this site file has no '
+                 "billing section (add billing.partners)") for i, p in tokens]
     ids = [m.id for m in cfg.machines]
     kinds = sorted({m.kind for m in cfg.machines})
     partners = [p.id for p in b.partners]
@@ -225,6 +228,9 @@ def cross_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
                 out.append((("billing", "users", i, "badges", j), badge,
                             f'"{badge}" is already the badge of user "{badges[badge]}"'))
             badges.setdefault(badge, u.id)
+    for i, partner in tokens:
+        if partner not in partners:
+            out.append(_unknown(("api", "tokens", i, "partner"), partner, "partner", partners))
     for i, rule in enumerate(b.attribution):
         if rule.partner not in partners:
             out.append(_unknown(("billing", "attribution", i, "partner"), rule.partner, "partner", partners))

@@ -208,7 +208,19 @@ class MqttSection(Strict):
 class ApiToken(Strict):
     name: str = Field(description="Who uses this token (shown in logs, never the token itself).")
     token: str = Field(min_length=16, description="The bearer token: write it as ${ENV_VAR}.")
-    role: Literal["admin", "technician", "viewer"] = Field(default="viewer", description="What the token may do.")
+    role: Literal["admin", "technician", "viewer", "partner"] = Field(
+        default="viewer", description="What the token may do; a partner token reads only its own partner's usage "
+        "and statements.")
+    partner: str | None = Field(default=None, description="The partner (under billing.partners) a partner token "
+                                "belongs to; needed with role partner, refused with any other role.")
+
+    @model_validator(mode="after")
+    def _partner(self) -> ApiToken:
+        if self.role == "partner" and self.partner is None:
+            raise ValueError("a token with role partner needs the partner it belongs to, e.g. partner: acme")
+        if self.role != "partner" and self.partner is not None:
+            raise ValueError(f"partner is only for tokens with role partner (this one has role {self.role})")
+        return self
 
 
 class ApiSection(Strict):

@@ -90,7 +90,8 @@ def oee_line(machine: str, meta: MachineMeta | None, site: str, shift: str, star
 
 
 class InfluxWriter:
-    """Posts line protocol (ns precision) to the site's InfluxDB, 1.x or 2.x/3.x."""
+    """Posts line protocol (ns precision) to the site's InfluxDB, 1.x or 2.x/3.x (events, OEE, maintenance, and
+    the usage ledger: gateway/billing/export.py)."""
 
     def __init__(self, cfg: InfluxV1 | InfluxV2, client: httpx.AsyncClient) -> None:
         self.cfg = cfg
@@ -115,19 +116,6 @@ class InfluxWriter:
             log.error("influxdb rejected event lines (%s): %.300s", r.status_code, r.text)
             return True
         return False
-
-
-def usage_line(e: Event, meta: MachineMeta | None, site: str, tz: ZoneInfo) -> str | None:
-    """A finished job as a point of the `usage` measurement (machine time and material, by month in the site's
-    time zone, which InfluxQL cannot group by itself)."""
-    if e.type != "job_end":
-        return None
-    month = datetime.fromtimestamp(e.ts_ns / 1e9, tz).strftime("%Y-%m")
-    fields = [f for f in (_field("running_s", _num(e.data.get("duration_s"))),
-                          _field("material_used", _num(e.data.get("material_m"))),
-                          _field("material_unit", "m"),
-                          _field("job", str(e.data.get("job", "")))) if f is not None]
-    return f"usage,{tags(meta, e.machine, site, {'month': month})} {','.join(fields)} {e.ts_ns}"
 
 
 def _num(v: object) -> float | None:
@@ -167,8 +155,6 @@ class EventExporter:
             return 0
         events = [Event(r["ts_ns"], r["machine"], r["type"], json.loads(r["data"]), r["id"]) for r in rows]
         lines = [event_line(e, self.machines.get(e.machine), self.site) for e in events]
-        lines += [line for e in events
-                  if (line := usage_line(e, self.machines.get(e.machine), self.site, self.tz)) is not None]
         if not await self.writer.write(lines):
             if not self.failing:
                 log.warning("events cannot be written to influxdb yet; they are kept and retried")

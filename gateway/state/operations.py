@@ -1,5 +1,6 @@
 """Operations: the business store plus everything that runs on states and events — alert engine and book,
-notifications, maintenance, OEE, event export to InfluxDB and retained MQTT state topics.
+notifications, maintenance, OEE, the usage ledger (gateway/billing/service.py), event export to InfluxDB and
+retained MQTT state topics.
 
 The runtime builds one `Operations` next to the live hub, calls `run()` as a task and `close()` at the end; the
 HTTP API reaches it through `ApiContext.extra["ops"]`.
@@ -22,6 +23,8 @@ from gateway.alerts.book import AlertBook
 from gateway.alerts.defaults import effective_rules
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import compile_rules
+from gateway.billing.export import UsageExporter
+from gateway.billing.service import UsageLedger
 from gateway.config.ops import cross_checks
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError
@@ -73,6 +76,7 @@ class Operations:
                 "SELECT name, value FROM counters WHERE machine = ?", (mid,))}
             track.usage.restore(saved)
         live.restore_maintenance(self.store.get_json("maintenance_mode") or [])
+        self.usage = UsageLedger(self.store, cfg.billing, [m.id for m in metas], self.clock)
         self.notifier = Notifier(
             self.store,
             senders if senders is not None else build_senders(list(cfg.notifications.channels), cfg.mqtt.brokers,
@@ -87,9 +91,11 @@ class Operations:
         self.exporter: EventExporter | None = None
         self.oee_exporter: OeeExporter | None = None
         self.maintenance_exporter: MaintenanceExporter | None = None
+        self.usage_exporter: UsageExporter | None = None
         if cfg.storage.influxdb is not None:
             writer = InfluxWriter(cfg.storage.influxdb, self.http)
             self.exporter = EventExporter(self.store, writer, self.metas, cfg.site.id, cfg.site.timezone)
+            self.usage_exporter = UsageExporter(self.store, writer, self.metas, cfg.site.id, cfg.site.timezone)
             self.maintenance_exporter = MaintenanceExporter(writer, self.metas, cfg.site.id, self.maintenance.tasks,
                                                             self.clock)
             self.oee_exporter = OeeExporter(self.store, writer, self.metas, cfg.site.id, self.oee, self.clock,
@@ -133,6 +139,9 @@ class Operations:
 
     def ticked(self, machines: Sequence[MachineLive], now_ns: int) -> None:
         self.alerts.ticked(machines, now_ns)
+        for m in machines:
+            self.usage.on_seen(m.meta.id, m.last_seen_ns)
+        self.usage.tick(now_ns)
         if now_ns - self._checked_ns >= MAINTENANCE_CHECK_NS:
             self._checked_ns = now_ns
             self.maintenance.check(now_ns)
@@ -141,6 +150,8 @@ class Operations:
             self.save_counters()
 
     def event(self, event: Event) -> None:
+        self.usage.on_event(event, last_seen_ns=self.live.live(event.machine).last_seen_ns
+                            if self.live.has(event.machine) else None)
         if self.topics is not None:
             self.topics.on_event(event)
 
@@ -188,6 +199,8 @@ class Operations:
             tasks.append(asyncio.create_task(self.oee_exporter.run(), name="oee-export"))
         if self.maintenance_exporter is not None:
             tasks.append(asyncio.create_task(self.maintenance_exporter.run(), name="maintenance-export"))
+        if self.usage_exporter is not None:
+            tasks.append(asyncio.create_task(self.usage_exporter.run(), name="usage-export"))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -198,6 +211,10 @@ class Operations:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self.save_counters()
+        with contextlib.suppress(Exception):
+            for mid in self.live.ids():
+                self.usage.on_seen(mid, self.live.live(mid).last_seen_ns)
+            self.usage.save()
         if self.topics is not None:
             with contextlib.suppress(Exception):
                 self.topics.stop()

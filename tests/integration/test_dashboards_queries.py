@@ -4,7 +4,8 @@ every column a panel selects must be filled by at least one row, so a panel whos
 
 Every point comes from the gateway's own writers: telemetry from simulators/dynamics.py models through the real
 InfluxSink; the gateway's own metrics from a real Metrics object through the real SelfMetricsWriter; events and
-usage through the EventExporter (`event_line`, `usage_line`) from a real business store; OEE through the
+usage through the EventExporter (`event_line`) and the UsageExporter (`usage_line`, from usage ledger entries
+built from the events with attribution rules) from a real business store; OEE through the
 OeeExporter over the real shift calendar and `oee_report`; maintenance status through the MaintenanceExporter over
 the real Maintenance service. Only the events themselves (state changes, jobs, alerts) are derived here from the
 simulated machines' signals, as the state engine and alert book would.
@@ -33,6 +34,11 @@ import pytest
 from dashboards import build, schema
 from dashboards.interpolate import ALL, Context, TimeRange, Variable, apply_variable_regex
 from dashboards.validate import query_variables, targets
+from gateway.billing.attribution import Attributor
+from gateway.billing.export import UsageExporter
+from gateway.billing.ledger import entries_from_events
+from gateway.billing.persist import LedgerStore
+from gateway.config.billing import AttributionRule
 from gateway.config.models import InfluxV1
 from gateway.config.ops import MaintenancePlan, MaintenanceSection, Shift, ShiftsSection, Usage
 from gateway.machines import MachineMeta
@@ -74,6 +80,10 @@ SHIFTS = ShiftsSection(calendar=[Shift(id=f"h{h:02d}", start=f"{h:02d}:00", end=
 MAINTENANCE = MaintenanceSection(plans=[MaintenancePlan(
     id="service", name="Service", kinds=["printer", "furnace", "chamber"], every=Usage(running_h=6.0),
     already_used=Usage(running_h=4.5))])
+#: Who the simulated jobs are billed to (print files of simulators/dynamics.py); other jobs stay unattributed.
+ATTRIBUTION = [AttributionRule(regex="^mine_", partner="qarmet-rnd", project="sensors"),
+               AttributionRule(regex="^(drone|gripper)_", partner="dronelab"),
+               AttributionRule(regex="^(bracket|gear|conveyor)_", partner="materials-lab", project="fixtures")]
 
 
 def utc_ns(text: str) -> int:
@@ -179,6 +189,7 @@ class SiteOps:
 
     store: Store
     events: EventExporter
+    usage: UsageExporter
     oee: OeeExporter
     maintenance: Maintenance
     maintenance_export: MaintenanceExporter
@@ -199,6 +210,7 @@ def site_ops(site: str, data_dir: Path, client: httpx.AsyncClient, cfg: InfluxV1
     maintenance = Maintenance(store, MAINTENANCE, list(metas.values()), counters=counters, now_ns=clock[0],
                               emit=emitted.append)
     return SiteOps(store, EventExporter(store, writer, metas, site, TIMEZONE),
+                   UsageExporter(store, writer, metas, site, TIMEZONE),
                    OeeExporter(store, writer, metas, site, oee, lambda: clock[0], first_ns=clock[0]),
                    maintenance,
                    MaintenanceExporter(writer, metas, site, maintenance.tasks, lambda: clock[0]))
@@ -207,7 +219,8 @@ def site_ops(site: str, data_dir: Path, client: httpx.AsyncClient, cfg: InfluxV1
 async def write_operations(ops: SiteOps, trackers: dict[str, Tracker], emitted: list[Event], start_ns: int,
                            end_ns: int) -> None:
     """The site's events (state changes, jobs, alerts, maintenance done) into its business store, then exported
-    by the EventExporter (events and usage points); the OEE of the shifts closed by `end_ns`."""
+    by the EventExporter; the usage ledger's entries of those events, exported by the UsageExporter; the OEE of
+    the shifts closed by `end_ns`."""
     rnd = random.Random(7)
     events = [e for n, mid in enumerate(sorted(trackers)) if mid in ops.events.machines
               for e in (*trackers[mid].events, *alert_events(mid, start_ns, end_ns, rnd, n + 1))]
@@ -218,6 +231,10 @@ async def write_operations(ops: SiteOps, trackers: dict[str, Tracker], emitted: 
     while (n := await ops.events.export_once()) > 0:
         pass
     assert n == 0, "the event exporter could not write to InfluxDB"
+    LedgerStore(ops.store).add(entries_from_events(events, Attributor(ATTRIBUTION), grace_s=300.0, now_ns=end_ns))
+    while (n := await ops.usage.export_once()) > 0:
+        pass
+    assert n == 0, "the usage exporter could not write to InfluxDB"
     assert await ops.oee.export_once() > 0, "no shift closed inside the data"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from billkit import BILLING, month_entries
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -42,8 +43,9 @@ async def _history(machine: str, signal: str, start_ns: int, end_ns: int, limit:
 
 def make_app(tmp_path: Path) -> FastAPI:
     clock = Clock()
-    live, ops = build(site(PLANS), tmp_path, clock)
+    live, ops = build(site(PLANS + BILLING), tmp_path, clock)
     feed(live, clock, "fdm-01", state="running")
+    ops.usage.ledger.add(month_entries())  # usage and statements to read, unattributed usage to assign
     return create_app(ApiContext(site_id="krg", site_name="Fuzz", live=live, metrics=Metrics(),
                                  tokens={TOKEN: ("fuzz", "admin")}, history=_history, health=dict,
                                  extra={"ops": ops}))

@@ -1,0 +1,124 @@
+"""End to end: a printer on a real Mosquitto runs a job; the gateway (a real Runtime) is stopped in the middle
+of it and started again on the same data directory; the usage ledger in the business store has one correct
+session of the job, attributed by the site's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from gwkit import running
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config.loader import check_text
+from gateway.config.site import SiteConfig
+from gateway.registry import discover
+from gateway.runtime import Runtime
+from simulators.services import Mosquitto
+
+SPECS = discover()
+JOB = "ACME_bracket.gcode"
+
+
+def site(mosquitto: Mosquitto, site_id: str, data_dir: Path) -> SiteConfig:
+    text = f"""
+site: {{id: {site_id}, name: Test}}
+storage:
+  data_dir: {data_dir}
+  local_history: {{enabled: false}}
+mqtt:
+  brokers:
+    - {{id: lab, host: 127.0.0.1, port: {mosquitto.port}, client_id: gw-{site_id}}}
+machines:
+  - id: fdm-01
+    name: Printer
+    kind: printer
+    driver: mqtt
+    broker: lab
+    expected_interval_s: 5
+    topics:
+      - topic: lab/{{site}}/{{machine}}/report
+        fields:
+          state: {{type: string}}
+          job_file: {{type: string}}
+          job_id: {{type: int}}
+          progress_pct: {{unit: "%"}}
+billing:
+  vat_pct: 12
+  gap_grace_s: 300
+  partners: [{{id: acme, name: ACME Mining R&D, tier: industrial}}]
+  attribution: [{{prefix: ACME_, partner: acme}}]
+  rates: [{{kinds: [printer], per_running_hour: 1200}}]
+"""
+    result = check_text(text, "test.yaml", SPECS, {})
+    assert result.problems == [], result.problems
+    assert result.config is not None
+    return result.config
+
+
+async def wait_for(pred: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
+def publish(port: int, topic: str, bodies: list[dict[str, object]]) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        for body in bodies:
+            c.publish(topic, json.dumps(body), qos=1).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def report(state: str, progress: float) -> dict[str, object]:
+    return {"state": state, "job_file": JOB, "job_id": 7, "progress_pct": progress}
+
+
+async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosquitto: Mosquitto,
+                                                                         tmp_path: Path) -> None:
+    sid = f"s{uuid.uuid4().hex[:6]}"
+    cfg = site(mosquitto, sid, tmp_path)
+    topic = f"lab/{sid}/fdm-01/report"
+
+    def job_events(rt: Runtime) -> list[tuple[str, int]]:
+        assert rt.ops is not None
+        return [(r["type"], r["ts_ns"]) for r in rt.ops.store.query(
+            "SELECT type, ts_ns FROM events WHERE type IN ('job_start', 'job_end') ORDER BY ts_ns, id")]
+
+    async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
+        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 10.0)])
+        await wait_for(lambda: rt.live.machine("fdm-01")["state"] == "running")
+        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 11.0 + i) for i in range(4)])
+        await wait_for(lambda: rt.live.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0)
+        [(kind, started)] = job_events(rt)
+        assert kind == "job_start"
+        last_seen = rt.live.live("fdm-01").last_seen_ns
+        assert rt.ops is not None
+        assert rt.ops.usage.entries() == []  # the job is still running
+    # the gateway is down; then a new one starts on the same data directory and the job goes on
+    async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
+        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 50.0 + i) for i in range(3)])
+        await wait_for(lambda: rt.live.machine("fdm-01")["state"] == "running")
+        await asyncio.to_thread(publish, mosquitto.port, topic, [report("finished", 100.0)])
+        await wait_for(lambda: len(job_events(rt)) == 3)
+        assert rt.ops is not None
+        await wait_for(lambda: rt.ops is not None and len(rt.ops.usage.entries()) > 0)
+        events = job_events(rt)
+        resumed = rt.ops.store.query("SELECT ts_ns FROM events WHERE type = 'state' AND json_extract(data, '$.to') = "
+                                     "'running' ORDER BY ts_ns")[-1]["ts_ns"]
+        entries = rt.ops.usage.entries()
+    # the engine announced the job again after the restart, and ended it; the ledger has one session of one job:
+    # running until the last reading before the stop, and from the first one after the restart to the end
+    assert [k for k, _ in events] == ["job_start", "job_start", "job_end"]
+    [entry] = entries
+    assert entry.key == f"fdm-01/{started}/0"
+    assert entry.running == ((started, last_seen), (resumed, events[-1][1]))
+    assert (entry.partner, entry.job, entry.source) == ("acme", JOB, "events")
