@@ -4,7 +4,8 @@ One coroutine sleeps `interval_s` over and over; how much later than asked it wa
 other task, a WebSocket client or an MQTT acknowledgement, waits on top of its own work). A thread beside the loop
 watches the coroutine's heartbeat: when the loop has not come back for `threshold_s`, the thread takes the stack
 of the loop's thread at that moment — the code that holds the loop — and logs it, once per episode (and at most
-once every `stack_log_interval_s`). Health is degraded while the lag has stayed above the threshold for `for_s`.
+once every `stack_log_interval_s`; not in the first `startup_grace_s`, while the gateway opens and connects).
+Health is degraded while the lag has stayed above the threshold for `for_s`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ WINDOW_S = 1.0  # the lag gauge shows the worst lag of the last second
 
 class LoopWatchdog:
     def __init__(self, metrics: Metrics, *, threshold_s: float = 0.25, for_s: float = 10.0,
-                 interval_s: float = 0.05, stack_log_interval_s: float = 600.0,
+                 interval_s: float = 0.05, stack_log_interval_s: float = 600.0, startup_grace_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics = metrics
         self.threshold_s = threshold_s
         self.for_s = for_s
         self.interval_s = interval_s
         self.stack_log_interval_s = stack_log_interval_s
+        # start-up (opening databases, connecting, first imports) may hold the loop briefly: counted, not logged
+        self.startup_grace_s = startup_grace_s
+        self._started_at = clock()
         self.clock = clock
         self._samples: deque[tuple[float, float]] = deque()  # (when, lag) over the last WINDOW_S
         self._above_since: float | None = None  # first moment of the current run of lag above the threshold
@@ -91,7 +95,7 @@ class LoopWatchdog:
     # --- running -------------------------------------------------------------------------------------------
     async def run(self) -> None:
         self._loop_thread = threading.get_ident()
-        self._beat = self.clock()
+        self._beat = self._started_at = self.clock()
         thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self._stop.clear()
         thread.start()
@@ -116,6 +120,8 @@ class LoopWatchdog:
             self.held_total += 1
             self.metrics.inc("event_loop_held_total")
             now = self.clock()
+            if now - self._started_at < self.startup_grace_s:
+                continue
             if self._stack_logged_at is not None and now - self._stack_logged_at < self.stack_log_interval_s:
                 continue
             self._stack_logged_at = now

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import anyio._backends._asyncio  # loaded now, not on the first request (it held the loop ~250 ms there)
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.exceptions import RequestValidationError

@@ -59,7 +59,7 @@ def _hold_the_loop_like_a_spinning_driver(seconds: float) -> None:
 async def test_the_code_holding_the_loop_is_logged_once_and_lag_is_measured(
         caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics()
-    wd = LoopWatchdog(metrics, threshold_s=0.1, for_s=10.0, interval_s=0.02)
+    wd = LoopWatchdog(metrics, threshold_s=0.1, for_s=10.0, interval_s=0.02, startup_grace_s=0.0)
     task = asyncio.create_task(wd.run())
     try:
         await asyncio.sleep(0.1)
@@ -78,3 +78,19 @@ async def test_the_code_holding_the_loop_is_logged_once_and_lag_is_measured(
     assert len(held) == 1
     assert "_hold_the_loop_like_a_spinning_driver" in held[0].getMessage()
     assert "kartech_event_loop_lag_seconds" in metrics.render()
+
+
+async def test_holds_during_start_up_are_counted_but_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    wd = LoopWatchdog(metrics, threshold_s=0.1, for_s=10.0, interval_s=0.02, startup_grace_s=30.0)
+    task = asyncio.create_task(wd.run())
+    try:
+        await asyncio.sleep(0.05)
+        with caplog.at_level(logging.WARNING, logger="gateway.watchdog"):
+            _hold_the_loop_like_a_spinning_driver(0.3)
+            await asyncio.sleep(0.1)
+        assert 'kartech_event_loop_held_total 1' in metrics.render()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not [r for r in caplog.records if "has been held" in r.getMessage()]
