@@ -140,7 +140,7 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.api_port}"
 
-    def start(self, *, timeout_s: float = 30.0, wait_connected: bool = True) -> None:
+    def start(self, *, timeout_s: float = 120.0, wait_connected: bool = True) -> None:
         """Start and wait until the API answers (and the drivers are connected); retries on a taken API port."""
         for _ in range(3):
             if not self.api_port:
@@ -168,7 +168,7 @@ class GatewayProcess:
 
     def try_health(self) -> dict[str, Any] | None:
         try:
-            r = httpx.get(f"{self.url}/api/v1/health", timeout=2)
+            r = httpx.get(f"{self.url}/api/v1/health", timeout=5)  # slow while a backlog is drained
         except httpx.HTTPError:
             return None
         return dict(r.json()) if r.status_code == 200 else None

@@ -29,6 +29,7 @@ from gateway.sinks.base import Rejected, Sink, SinkRetry, WriteResult
 log = logging.getLogger(__name__)
 
 DROP_REPORT_INTERVAL_S = 60.0
+ABSORB_SLICE = 500  # driver batches taken into the live view between two yields to the event loop
 
 
 @dataclass(slots=True)
@@ -280,9 +281,9 @@ class Pipeline:
         last_commit = 0.0
         while True:
             if not self._pending:
-                self._absorb(await self.ingest.get_all())
+                await self._absorb_yielding(await self.ingest.get_all())
             elif self._pending_readings < self.ingest.capacity:
-                self._absorb(self.ingest.take_nowait())
+                await self._absorb_yielding(self.ingest.take_nowait())
             if self.state == "failing":
                 await asyncio.sleep(self.backoff.next())
                 self._absorb_if_room()
@@ -296,6 +297,14 @@ class Pipeline:
                 continue
             if await self._commit():
                 last_commit = time.monotonic()
+
+    async def _absorb_yielding(self, batches: list[Batch]) -> None:
+        """`_absorb` in slices, yielding to the loop between them: a backlog of many thousand messages must not
+        hold the event loop (the API, the WebSocket, acknowledgements) for seconds."""
+        for i in range(0, len(batches), ABSORB_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            self._absorb(batches[i:i + ABSORB_SLICE])
 
     def _absorb_if_room(self) -> None:
         if self._pending_readings < self.ingest.capacity:

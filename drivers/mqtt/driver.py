@@ -229,6 +229,9 @@ class MqttDriver:
                     loop.call_soon_threadsafe(lost.set)
 
         thread = threading.Thread(target=network, name=f"paho {self.name}", daemon=True)
+        # paho in threaded mode (as loop_start would set it): packets queued from other threads (our PUBACKs) wake
+        # its select through its socket pair, instead of being written from the event loop's thread
+        client._thread = thread
         thread.start()
         try:
             try:
