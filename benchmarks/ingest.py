@@ -11,12 +11,16 @@ It starts its own Mosquitto and InfluxDB on free loopback ports and, in one run:
    per-machine count and sum of `layer`) and it got there within 2 s (or 5 % of the step) after publishing
    ended. The steps stop at the first one not sustained. CPU % (of one core) and peak RSS come from /proc;
    latency from polling InfluxDB for one printer's points, whose `ts` is the publish time;
-3. the backlog variant: the gateway and a bare paho subscriber (the raw MQTT ceiling) are both offline with
+3. overload: the gateway offered twice the first rate it did not sustain (twice the top step when it sustained
+   them all) for one step: the rate it stored while overloaded (it must stay at capacity: no stall), the most
+   machines it showed `offline` meanwhile (a state view that falls behind shows a stale-machine storm), and
+   afterwards the exact reconciliation (nothing the broker delivered is lost);
+4. the backlog variant: the gateway and a bare paho subscriber (the raw MQTT ceiling) are both offline with
    persistent sessions while --backlog messages are published (the generator's own ceiling), then each drains
    the broker on its own.
 The last line is the summary CI parses:
     ingest: sustained_msgs=<n> drain_msgs=<n> ratio_subscriber=<x> cpu_pct_at_5k=<n> cpu_ratio_forwarder=<x>
-            rss_mb_at_5k=<n> p99_ms_at_5k=<n> lost=<n>
+            rss_mb_at_5k=<n> p99_ms_at_5k=<n> lost=<n> p99_ms_at_10k=<n> overload_msgs=<n>
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from benchmarks.common import (
     SIGNALS_PER_MESSAGE,
+    TOKEN,
     GatewayProcess,
     LatencyProbe,
     Load,
@@ -94,6 +102,51 @@ def step_through(who: str, steps: list[int], run: object) -> list[Step]:
     return out
 
 
+@dataclass
+class Overload:
+    offered: int
+    achieved: float
+    stored_rate: float  # messages per second written to InfluxDB while the load lasted
+    max_offline: int  # most machines shown offline at once while overloaded
+    lost: int
+    lag_s: float
+
+    def line(self) -> str:
+        return (f"overload offered {self.offered:>6}/s achieved {self.achieved:8.0f}/s  stored {self.stored_rate:8.0f}"
+                f" msg/s while overloaded  offline at most {self.max_offline}  lost {self.lost}  "
+                f"all stored {self.lag_s:.1f} s after publishing ended")
+
+
+def run_overload(gw: GatewayProcess, influx: InfluxDB1, port: int, rate: int, seconds: float,
+                 publishers: int) -> Overload:
+    offline: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # the machines the gateway shows offline, every 2 s (its API may answer slowly meanwhile)
+        while not stop.wait(2.0):
+            try:
+                r = httpx.get(f"{gw.url}/api/v1/machines", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+                offline.append(sum(1 for m in r.json() if m["state"] == "offline"))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                continue
+
+    w0 = gw.metrics().total("readings_written_total")
+    t0 = time.monotonic()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        sent = Load(port, topic="bench/gw", rate=rate, seconds=seconds, publishers=publishers,
+                    seq_start=10**8).wait()
+        elapsed = time.monotonic() - t0
+        w1 = gw.metrics().total("readings_written_total")
+    finally:
+        stop.set()
+        watcher.join(10)
+    rec, lag = wait_stored(influx, "gw", sent, timeout_s=max(120.0, 4 * seconds))
+    return Overload(rate, sent.rate, (w1 - w0) / SIGNALS_PER_MESSAGE / elapsed, max(offline, default=-1),
+                    rec.lost + len(rec.mismatched_series) * (rec.lost == 0), lag)
+
+
 def subscriber(port: int, topic: str, client_id: str, *extra: str) -> dict[str, float]:
     argv = [sys.executable, "-m", "benchmarks.subscriber", "--port", str(port), "--topic", topic,
             "--client-id", client_id, *extra]
@@ -152,7 +205,11 @@ def _run(a: argparse.Namespace, steps: list[int], seconds: float, port: int, inf
     try:
         gw_steps = step_through("gateway  ", steps, lambda r: run_step(influx, "gw", port, "bench/gw", gw.pid, r,
                                                                       seconds, a.publishers))
-        # 3. backlog: the gateway and a bare subscriber are away while the broker queues everything
+        # 3. overload: twice what it could not sustain
+        top = gw_steps[-1].offered if gw_steps else steps[0]
+        over = run_overload(gw, influx, port, 2 * top, seconds, a.publishers)
+        log(over.line())
+        # 4. backlog: the gateway and a bare subscriber are away while the broker queues everything
         subscriber(port, "bench/gw/+/report", "bare-subscriber", "--subscribe-only")
         gw.stop()
         backlog = publish(port, topic="bench/gw", rate=0, seconds=300, count=a.backlog, publishers=a.publishers,
@@ -179,7 +236,8 @@ def _run(a: argparse.Namespace, steps: list[int], seconds: float, port: int, inf
 
     sustained = max((s.offered for s in gw_steps if s.sustained), default=0)
     gw5 = next((s for s in gw_steps if s.offered == FIVE_K), None)
-    lost = sum(s.lost for s in gw_steps) + rec.lost + len(rec.mismatched_series) * (rec.lost == 0)
+    gw10 = next((s for s in gw_steps if s.offered == 10_000), None)
+    lost = sum(s.lost for s in gw_steps) + over.lost + rec.lost + len(rec.mismatched_series) * (rec.lost == 0)
     sub_rate = sub.get("rate", 0.0)
     ratio_sub = drain / sub_rate if sub_rate else math.nan
     cpu5 = gw5.cpu_pct if gw5 else math.nan
@@ -195,13 +253,16 @@ def _run(a: argparse.Namespace, steps: list[int], seconds: float, port: int, inf
         log(f"  at 5k msg/s: gateway cpu {gw5.cpu_pct:.1f} % / rss {gw5.rss_mb:.0f} MB / p50 {gw5.p50_ms:.0f} ms / "
             f"p99 {gw5.p99_ms:.0f} ms; forwarder cpu {fwd5.cpu_pct:.1f} % / rss {fwd5.rss_mb:.0f} MB / "
             f"p99 {fwd5.p99_ms:.0f} ms")
+    log(f"  at 10k msg/s: gateway p99 {gw10.p99_ms if gw10 else math.nan:.0f} ms; overloaded at {over.offered:,} "
+        f"msg/s it stored {over.stored_rate:,.0f} msg/s, showed at most {over.max_offline} machines offline")
     log(f"  raw ceilings: InfluxDB {influx_pps:,.0f} points/s, bare subscriber {sub_rate:,.0f} msg/s, "
         f"load generator {generator:,.0f} msg/s ({a.publishers} processes)")
     log(f"  duration {time.monotonic() - started:.0f} s, load average now {loadavg()}")
     print(f"ingest: sustained_msgs={sustained} drain_msgs={drain:.0f} ratio_subscriber={ratio_sub:.2f} "
           f"cpu_pct_at_5k={cpu5:.1f} cpu_ratio_forwarder={cpu_ratio:.2f} "
           f"rss_mb_at_5k={gw5.rss_mb if gw5 else math.nan:.0f} p99_ms_at_5k={gw5.p99_ms if gw5 else math.nan:.0f} "
-          f"lost={lost}", flush=True)
+          f"lost={lost} p99_ms_at_10k={gw10.p99_ms if gw10 else math.nan:.0f} "
+          f"overload_msgs={over.stored_rate:.0f}", flush=True)
     return 0 if lost == 0 else 1
 
 
