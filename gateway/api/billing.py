@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field
 from gateway.api.auth import Principal, any_principal, context_of, require_role
 from gateway.api.context import ApiContext
 from gateway.api.ops import ErrorOut, ops_of
-from gateway.billing.documents import MEDIA_TYPES, StatementError, render, statement_of
+from gateway.billing.documents import MEDIA_TYPES, render, statement_of
 from gateway.billing.ledger import LedgerEntry
 from gateway.billing.periods import NS, month_span
 from gateway.billing.service import AlreadyAttributed, NotAssignable, UnknownEntry
+from gateway.billing.view import StatementError
 from gateway.config.billing import BillingSection
 from gateway.state.model import iso
 

@@ -7,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.billing.documents import FORMATS, LANGS, StatementError, render, statement_of
+from gateway.billing.documents import FORMATS, LANGS, render, statement_of
 from gateway.billing.persist import LedgerStore
+from gateway.billing.view import StatementError
 from gateway.config.site import SiteConfig
 from gateway.store import Store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from gateway.billing.documents import StatementView
+from gateway.billing.view import StatementView
 
 STYLE = """
 @page { size: A4 landscape; margin: 12mm; }

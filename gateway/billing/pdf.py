@@ -10,8 +10,8 @@ import zoneinfo
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.billing.documents import StatementError, StatementView
 from gateway.billing.periods import month_span
+from gateway.billing.view import StatementError, StatementView
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),)
 FONT_PACKAGE = "fonts-dejavu-core"

@@ -13,10 +13,11 @@ from billkit import BILLING, month_entries
 from opskit import MACHINES
 from pypdf import PdfReader
 
-from gateway.billing.documents import StatementError, StatementView, render, statement_of
+from gateway.billing.documents import render, statement_of
 from gateway.billing.html import statement_html
 from gateway.billing.pdf import FONT_PACKAGE, statement_pdf
 from gateway.billing.persist import LedgerStore
+from gateway.billing.view import StatementError, StatementView
 from gateway.cli import main
 from gateway.config.loader import load
 from gateway.registry import discover
