@@ -11,7 +11,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +20,7 @@ from gateway.errors import ConfigError
 from gateway.stopping import Stopper
 
 if TYPE_CHECKING:
-    from drivers.opcua.config import OpcuaMachine
-    from gateway.config.site import SiteConfig
-    from simulators.opcua_lab import OpcuaLab
-    from simulators.serial_lab import SerialLab
+    from simulators.lab import VirtualLab
 
 log = logging.getLogger("kartech")
 
@@ -100,37 +97,28 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
     cfg = load(cfg_path, specs)
     stop = asyncio.Event()
     stopper.install(stop, getattr(args, "seconds", None))
-    lab = None
-    early: list[OpcuaLab | SerialLab] = []  # simulators started before the gateway
+    lab: VirtualLab | None = None
     if demo:
-        from drivers.serial.config import SerialMachine
-        from simulators.opcua_lab import OpcuaLab
-        from simulators.serial_lab import SerialLab
+        from simulators.lab import VirtualLab
+        from simulators.mqtt_lab import planned_faults
 
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": args.port, "host": args.host})})
         token = os.environ.get("KARTECH_ADMIN_TOKEN") or secrets.token_urlsafe(24)
         tokens[token] = ("demo-admin", "admin")
-        # the OPC UA simulators listen on free ports before the gateway starts, and the gateway is pointed at them:
-        # two demos on one machine never read each other's machines
-        opcua_lab = OpcuaLab(opcua_machines(cfg), free_ports=True)
-        await asyncio.to_thread(opcua_lab.start)
-        cfg = with_endpoints(cfg, opcua_lab.endpoints)
-        serial_lab = SerialLab([m for m in cfg.machines if isinstance(m, SerialMachine)])
-        await asyncio.to_thread(serial_lab.start)  # its ports exist before the drivers look for them
-        early = [opcua_lab, serial_lab]
+        # simulators listen on free ports where they can, and the gateway is pointed at them: two demos on one
+        # machine never read each other's machines. Those needing nothing of the gateway (OPC UA servers, serial
+        # ports) start before it, so that its drivers find them at once.
+        lab = VirtualLab(specs, free_ports=True, faults=planned_faults(DEMO_CONFIG))
+        for line in await asyncio.to_thread(lab.start, cfg, with_settings=False):
+            log.info("simulator %s", line)
+        cfg = lab.reachable(cfg)
     rt = Runtime(cfg, specs, data_dir=data_dir, tokens=tokens)  # type: ignore[arg-type]
-    if demo:
-        from simulators.lab import VirtualLab
+    if lab is not None:
+        demo_lab = lab
 
         def started(rt: Runtime) -> None:
-            nonlocal lab
-            lab = VirtualLab(rt.devices_cfg(), opcua=opcua_lab, serial=serial_lab)  # devices' credentials
-            lab.start()
-            for line in lab.describe():
-                log.info("simulator %s", line)
-            from simulators.mqtt_lab import apply_faults, planned_faults
-
-            for line in apply_faults(lab.mqtt, planned_faults(DEMO_CONFIG)):
+            # the rest (MQTT machines) once the embedded broker has its port, with the devices' credentials
+            for line in demo_lab.start(rt.devices_cfg(), with_settings=True):
                 log.info("simulator %s", line)
             url = f"http://{args.host}:{rt.api_port}/"
             print(f"\nKartech demo is running: {url}\n  admin token: {next(iter(tokens))}\n"
@@ -144,7 +132,7 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
         await stop.wait()
         log.info("stopping (%s)", stopper.reason or "requested")
         if lab is not None:  # the MQTT simulators first: their broker is the gateway's
-            await asyncio.to_thread(lab.stop_mqtt)
+            await asyncio.to_thread(lab.stop_with_settings)
         rt_stop.set()
 
     stopper_task = asyncio.create_task(stop_in_order())
@@ -152,27 +140,11 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
         await rt.run(rt_stop)
     finally:
         stopper_task.cancel()
-        # the gateway's drivers have stopped: now the machines they read
-        for part in [lab] if lab is not None else early:
-            await asyncio.to_thread(part.stop)
+        if lab is not None:  # the gateway's drivers have stopped: now the machines they read
+            await asyncio.to_thread(lab.stop)
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
     return 0
-
-
-def opcua_machines(cfg: SiteConfig) -> list[OpcuaMachine]:
-    from drivers.opcua.config import OpcuaMachine
-
-    return [m for m in cfg.machines if isinstance(m, OpcuaMachine)]
-
-
-def with_endpoints(cfg: SiteConfig, endpoints: Mapping[str, str]) -> SiteConfig:
-    """The site with OPC UA endpoints replaced (configured endpoint -> where its simulator really listens)."""
-    from drivers.opcua.config import OpcuaMachine
-
-    machines = [m.model_copy(update={"endpoint": endpoints[m.endpoint]})
-                if isinstance(m, OpcuaMachine) and m.endpoint in endpoints else m for m in cfg.machines]
-    return cfg.model_copy(update={"machines": machines})
 
 
 def _until_stopped(run: Callable[[Stopper], Coroutine[Any, Any, int]]) -> int:
@@ -198,14 +170,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from gateway.registry import discover
     from simulators.lab import VirtualLab
 
-    cfg = load(args.config, discover())
+    specs = discover()
+    cfg = load(args.config, specs)
 
     async def main(stopper: Stopper) -> int:
         stop = asyncio.Event()
         stopper.install(stop, args.seconds)
-        lab = VirtualLab(cfg)
-        lab.start()
-        for line in lab.describe():
+        lab = VirtualLab(specs)
+        for line in lab.start(cfg):
             print(line, flush=True)
         try:
             await stop.wait()

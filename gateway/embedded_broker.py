@@ -38,7 +38,7 @@ from amqtt.mqtt.connect import ConnectPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from gateway.config.models import MqttBroker
+from drivers.mqtt.config import MqttBroker
 from gateway.config.ops import MqttChannel
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError

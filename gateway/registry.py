@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 import drivers
 from gateway.driver import DriverSpec
 
 
-def discover() -> dict[str, DriverSpec]:
-    found: dict[str, DriverSpec] = {}
+def discover() -> dict[str, DriverSpec[Any]]:
+    found: dict[str, DriverSpec[Any]] = {}
     for info in sorted(pkgutil.iter_modules(drivers.__path__), key=lambda i: i.name):
         if not info.ispkg:
             continue

@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from drivers.mqtt.config import MqttBroker
 from gateway import __version__
 from gateway.api.app import create_app, serve
 from gateway.api.context import ApiContext, Role
-from gateway.config.models import MqttBroker
 from gateway.config.site import SiteConfig
 from gateway.datadir import private_dir
-from gateway.driver import Driver, DriverSpec
+from gateway.driver import Driver, DriverEnv, DriverSpec
 from gateway.embedded_broker import EmbeddedBroker, rules_for
 from gateway.errors import ConfigError, SinkConfigError
 from gateway.live import LiveHub
@@ -32,7 +32,7 @@ from gateway.sinks.base import Sink, SinkRetry
 from gateway.sinks.history import LocalHistory
 from gateway.sinks.influx import InfluxSink
 from gateway.state.operations import Operations
-from gateway.supervisor import DriverContext, supervise
+from gateway.supervisor import SupervisedContext, backoff_of, supervise
 from gateway.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def describe_metrics(metrics: Metrics) -> None:
 class Runtime:
     """One gateway: drivers, pipeline, sinks, live hub and the HTTP API."""
 
-    def __init__(self, cfg: SiteConfig, specs: Mapping[str, DriverSpec], *, data_dir: Path | None = None,
+    def __init__(self, cfg: SiteConfig, specs: Mapping[str, DriverSpec[Any]], *, data_dir: Path | None = None,
                  tokens: Mapping[str, tuple[str, Role]] | None = None, serve_api: bool = True) -> None:
         self.cfg = cfg
         self.specs = specs
@@ -96,7 +96,7 @@ class Runtime:
         self.history: LocalHistory | InfluxSink | None = None
         self.pipeline: Pipeline | None = None
         self.outbox: Outbox | None = None
-        self.contexts: list[DriverContext] = []
+        self.contexts: list[SupervisedContext] = []
         self.brokers: dict[str, EmbeddedBroker] = {}
         self.api_port: int | None = None
         self.started = asyncio.Event()
@@ -149,11 +149,19 @@ class Runtime:
                 log.warning("sink %s not reachable at start-up (%s); readings are kept and retried", sink.name, err)
 
     def _drivers(self) -> list[Driver]:
+        """Each driver built from its own machines and a narrow environment, never the whole site config."""
         out: list[Driver] = []
         for name, spec in self.specs.items():
             machines = [m for m in self.cfg.machines if m.driver == name]
             if machines:
-                out.extend(spec.build(self.cfg, machines))
+                state_dir = self.data_dir / "drivers" / name
+                try:
+                    private_dir(state_dir)
+                except OSError as err:
+                    log.error("driver state directory %s: %s", state_dir, err)
+                env = DriverEnv(site_id=self.cfg.site.id, timezone=self.cfg.site.timezone, state_dir=state_dir,
+                                settings=self.cfg.section(spec.section))
+                out.extend(spec.build(machines, env))
         return out
 
     def health(self) -> dict[str, Any]:
@@ -244,9 +252,10 @@ class Runtime:
             expected = {m.id: m.expected_interval_s for m in self.cfg.machines}
             for driver in self._drivers():
                 quiet_s = min((expected[mid] for mid in driver.machine_ids if mid in expected), default=None)
-                ctx = DriverContext(driver, ingest, self.live, self.metrics, timestamps=self.cfg.timestamps,
-                                    stall_after_s=None if quiet_s is None else
-                                    max(3 * quiet_s, self.cfg.state.stale_min_s))
+                ctx = SupervisedContext(driver, ingest, self.live, self.metrics, backoff=backoff_of(driver.retry),
+                                        timestamps=self.cfg.timestamps,
+                                        stall_after_s=None if quiet_s is None else
+                                        max(3 * quiet_s, self.cfg.state.stale_min_s))
                 self.contexts.append(ctx)
                 self.metrics.gauge_fn("driver_stalled", functools.partial(_stalled, ctx), driver=ctx.name)
                 tasks.append(asyncio.create_task(supervise(driver, ctx), name=f"driver:{driver.name}"))
@@ -294,7 +303,7 @@ class Runtime:
                 await self.history.purge(time.time_ns())
 
 
-def _stalled(ctx: DriverContext) -> float:
+def _stalled(ctx: SupervisedContext) -> float:
     return float(ctx.stalled())
 
 

@@ -1,7 +1,7 @@
 """Runs each driver forever: retries with capped jittered backoff, logs once on loss and once on recovery.
 
 Every driver is a fault boundary. Whatever its code raises — in its task, in a library thread such as paho's
-network loop (through `DriverContext.fault_threadsafe` or `guard`), in a callback — restarts that driver alone,
+network loop (through `fault_threadsafe` or `guard`), in a callback — restarts that driver alone,
 counted in `driver_restarts_total` and shown in health; no other driver notices. Readings cross the boundary only
 through `emit`, where source timestamps the gateway's clock cannot believe are handled by the site's policy.
 """
@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 
 from gateway.backoff import Backoff
 from gateway.config.models import Timestamps
-from gateway.driver import Ack, Driver
+from gateway.driver import Ack, Driver, Retry
 from gateway.errors import DriverUnavailable
 from gateway.live import LiveHub
 from gateway.metrics import Metrics
@@ -35,8 +35,13 @@ class DriverFault(Exception):
     """A driver failed in a place the supervisor does not run (a library thread, a callback)."""
 
 
-class DriverContext:
-    """Everything a driver may touch: emit readings, count bad input, report connection state."""
+def backoff_of(retry: Retry) -> Backoff:
+    return Backoff(initial_s=retry.initial_s, cap_s=retry.cap_s, immediate_first=retry.immediate_first)
+
+
+class SupervisedContext:
+    """The gateway's `DriverContext` (gateway/driver.py) for one driver, plus what health and metrics read about
+    it (connected, stalled, restarts, last error). Drivers see only the protocol's members."""
 
     def __init__(self, driver: Driver, ingest: IngestQueue, live: LiveHub, metrics: Metrics, *,
                  backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
@@ -123,7 +128,7 @@ class DriverContext:
 
     # --- connection state ----------------------------------------------------------------------------------
     def connected(self, machine_ids: Sequence[str] | None = None) -> None:
-        """The driver is up (again). Call from the event loop thread, or use `connected_threadsafe`."""
+        """The driver is up (again). Call from the event loop thread."""
         ids = tuple(machine_ids) if machine_ids is not None else self.machine_ids
         self._live.set_connected(ids, True)
         if self.is_connected and machine_ids is not None:
@@ -149,10 +154,6 @@ class DriverContext:
             self.down_since = self._clock()
         self.is_connected = False
         self._metrics.set("driver_connected", 0, driver=self.name)
-
-    def connected_threadsafe(self, machine_ids: Sequence[str] | None = None) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.connected, machine_ids)
 
     def stalled(self) -> bool:
         """Connected, but nothing delivered for longer than its machines are expected to stay quiet."""
@@ -194,7 +195,7 @@ class DriverContext:
         return self._fault
 
 
-async def supervise(driver: Driver, ctx: DriverContext) -> None:
+async def supervise(driver: Driver, ctx: SupervisedContext) -> None:
     """Run `driver` until cancelled, restarting it after every failure, wherever the failure happened."""
     ctx.bind_loop(asyncio.get_running_loop())
     while True:
@@ -213,7 +214,7 @@ async def supervise(driver: Driver, ctx: DriverContext) -> None:
         await asyncio.sleep(ctx.backoff.next())
 
 
-async def _run_once(driver: Driver, ctx: DriverContext) -> None:
+async def _run_once(driver: Driver, ctx: SupervisedContext) -> None:
     """One run of the driver; a fault reported from another thread ends it like an exception in the task."""
     fault = ctx._arm()
     task = asyncio.create_task(driver.run(ctx), name=f"driver-run:{ctx.name}")

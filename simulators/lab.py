@@ -1,60 +1,109 @@
 """The virtual lab: every simulated machine of a site config, whatever its driver, started and stopped together.
 
-`kartech demo` and `kartech simulate` use this; each driver's simulators read the same site file the gateway
-reads, so what they publish is exactly what the gateway expects.
+`kartech demo` and `kartech simulate` use this. Simulators are found the way drivers are: each driver's spec names
+its simulator (`DriverSpec.simulator`, "module:function"), called with that driver's machines and a
+`SimulatorEnv`; it returns a `Simulator`. Each simulator reads the same site file the gateway reads, so what it
+serves is exactly what the gateway expects.
+
+A driver with its own settings section (MQTT: its brokers) may depend on the gateway for it (an embedded broker
+gets its port and device credentials when the gateway starts): the demo starts those simulators after the gateway
+and stops them first; the others (OPC UA servers, serial ports) start before it, so its drivers find them at once.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from drivers.mqtt.config import MqttMachine
-from drivers.opcua.config import OpcuaMachine
-from drivers.serial.config import SerialMachine
+from pydantic import BaseModel
+
+from gateway.config.models import MachineBase
 from gateway.config.site import SiteConfig
-from simulators.mqtt_lab import MqttLab, describe
-from simulators.opcua_lab import OpcuaLab
-from simulators.serial_lab import SerialLab
+from gateway.driver import DriverSpec
 
 log = logging.getLogger(__name__)
 
 
-class VirtualLab:
-    def __init__(self, cfg: SiteConfig, *, seed: int = 1, opcua: OpcuaLab | None = None,
-                 serial: SerialLab | None = None) -> None:
-        """`opcua`, `serial`: simulators already built and started for this site (the demo starts them before the
-        gateway, so that its drivers find them at once); `start()` starts only the parts built here."""
-        self.cfg = cfg
-        self.mqtt: list[MqttLab] = []
-        for broker in cfg.mqtt.brokers:
-            machines = [m for m in cfg.machines if isinstance(m, MqttMachine) and m.broker == broker.id]
-            if machines:
-                host = "127.0.0.1" if broker.host in ("0.0.0.0", "::") else broker.host
-                self.mqtt.append(MqttLab(machines, site_id=cfg.site.id, host=host, port=broker.port, seed=seed,
-                                         username=broker.username, password=broker.password))
-        self._mqtt_stopped = False
-        self._started_elsewhere = {id(x) for x in (opcua, serial) if x is not None}
-        self.opcua = opcua or OpcuaLab([m for m in cfg.machines if isinstance(m, OpcuaMachine)], seed=seed)
-        self.serial = serial or SerialLab([m for m in cfg.machines if isinstance(m, SerialMachine)], seed=seed)
+@dataclass(frozen=True)
+class SimulatorEnv:
+    site_id: str
+    settings: BaseModel | None  # the driver's own section, as the machines see it (the devices' credentials)
+    seed: int = 1
+    free_ports: bool = False  # listen where the system says rather than where the site file says (see `reachable`)
+    # planned faults (`x-simulator-faults:` of a site file): {machine, fault, after_s}
+    faults: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
-    def start(self) -> None:
-        for lab in self.mqtt:
-            lab.start()
-        for part in (self.opcua, self.serial):
-            if id(part) not in self._started_elsewhere:
-                part.start()
 
-    def stop_mqtt(self) -> None:
-        """Stop the MQTT simulators alone (first, when their broker is about to go away with the gateway)."""
-        for lab in self.mqtt:
-            lab.stop()
-        self._mqtt_stopped = True
+class Simulator(Protocol):
+    def start(self) -> None: ...
 
-    def stop(self) -> None:
-        if not self._mqtt_stopped:
-            self.stop_mqtt()
-        self.opcua.stop()
-        self.serial.stop()
+    def stop(self) -> None: ...
 
     def describe(self) -> list[str]:
-        return [line for lab in self.mqtt for line in describe(lab)] + self.opcua.describe() + self.serial.describe()
+        """One line per simulated machine (and planned fault) for the log."""
+        ...
+
+    def reachable(self, machine: MachineBase) -> MachineBase:
+        """The machine as the gateway finds it once started (e.g. the OPC UA endpoint on a free port)."""
+        ...
+
+
+SimulatorFactory = Callable[[Sequence[Any], SimulatorEnv], Simulator]
+
+
+def factory(spec: DriverSpec[Any]) -> SimulatorFactory | None:
+    if spec.simulator is None:
+        return None
+    module, _, name = spec.simulator.partition(":")
+    fn: SimulatorFactory = getattr(importlib.import_module(module), name)
+    return fn
+
+
+class VirtualLab:
+    def __init__(self, specs: Mapping[str, DriverSpec[Any]], *, seed: int = 1, free_ports: bool = False,
+                 faults: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.specs = specs
+        self.seed = seed
+        self.free_ports = free_ports
+        self.faults = tuple(faults)
+        self.parts: dict[str, Simulator] = {}  # driver name -> its simulator, in start order
+
+    def start(self, cfg: SiteConfig, *, with_settings: bool | None = None) -> list[str]:
+        """Build and start the simulators of `cfg`'s machines that are not running yet; `with_settings`: only those
+        of drivers with (True) or without (False) their own settings section. Returns their description."""
+        lines: list[str] = []
+        for name, spec in self.specs.items():
+            if name in self.parts or (with_settings is not None and (spec.section is not None) != with_settings):
+                continue
+            build = factory(spec)
+            machines = [m for m in cfg.machines if m.driver == name]
+            if build is None or not machines:
+                continue
+            part = build(machines, SimulatorEnv(site_id=cfg.site.id, settings=cfg.section(spec.section),
+                                                seed=self.seed, free_ports=self.free_ports, faults=self.faults))
+            part.start()
+            self.parts[name] = part
+            lines += part.describe()
+        return lines
+
+    def reachable(self, cfg: SiteConfig) -> SiteConfig:
+        """`cfg` with every simulated machine where its simulator really listens."""
+        machines = [self.parts[m.driver].reachable(m) if m.driver in self.parts else m for m in cfg.machines]
+        return cfg.model_copy(update={"machines": machines})
+
+    def stop_with_settings(self) -> None:
+        """Stop the simulators that depend on the gateway's settings (first: their embedded broker is about to go
+        away with the gateway)."""
+        for name in [n for n in self.parts if self.specs[n].section is not None]:
+            self.parts.pop(name).stop()
+
+    def stop(self) -> None:
+        for part in reversed(list(self.parts.values())):
+            part.stop()
+        self.parts.clear()
+
+    def describe(self) -> list[str]:
+        return [line for part in self.parts.values() for line in part.describe()]

@@ -26,8 +26,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from drivers.mqtt.config import FieldMap, MqttMachine, TimestampMap, TopicMap
+from drivers.mqtt.config import FieldMap, MqttMachine, MqttSection, TimestampMap, TopicMap
+from gateway.config.models import MachineBase
 from simulators.dynamics import Chamber, EnvSensor, Furnace, Model, PowerMeter, Printer, SignalValue
+from simulators.lab import SimulatorEnv
 
 log = logging.getLogger(__name__)
 
@@ -463,3 +465,38 @@ def apply_faults(labs: Sequence[MqttLab], faults: Sequence[Mapping[str, Any]]) -
                 lab.inject_fault(str(f["machine"]), f.get("fault", "thermal_runaway"), float(f.get("after_s", 0)))
                 out.append(f"fault {f.get('fault')} on {f['machine']} in {float(f.get('after_s', 0)):g} s")
     return out
+
+
+class MqttSimulator:
+    """The virtual-lab part of the MQTT driver (named by its DRIVER spec): one `MqttLab` per broker, with the
+    planned faults of its machines."""
+
+    def __init__(self, machines: Sequence[MqttMachine], env: SimulatorEnv) -> None:
+        assert isinstance(env.settings, MqttSection)
+        self.faults = env.faults
+        self.labs: list[MqttLab] = []
+        for broker in env.settings.brokers:
+            mine = [m for m in machines if m.broker == broker.id]
+            if mine:
+                host = "127.0.0.1" if broker.host in ("0.0.0.0", "::") else broker.host
+                self.labs.append(MqttLab(mine, site_id=env.site_id, host=host, port=broker.port, seed=env.seed,
+                                         username=broker.username, password=broker.password))
+        self._planned: list[str] = []
+
+    def start(self) -> None:
+        for lab in self.labs:
+            lab.start()
+        self._planned = apply_faults(self.labs, self.faults)
+
+    def stop(self) -> None:
+        for lab in self.labs:
+            lab.stop()
+
+    def describe(self) -> list[str]:
+        return [line for lab in self.labs for line in describe(lab)] + self._planned
+
+    def reachable(self, machine: MachineBase) -> MachineBase:
+        return machine  # machines publish to the broker; the gateway subscribes there
+
+
+simulator = MqttSimulator

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from urllib.parse import urlparse
 
 from drivers.opcua.config import OpcuaMachine
+from gateway.config.models import MachineBase
+from simulators.lab import SimulatorEnv
 from simulators.opcua_sim import Kind, OpcuaSimServer, describe
 
 log = logging.getLogger(__name__)
@@ -64,3 +66,13 @@ class OpcuaLab:
 
     def describe(self) -> list[str]:
         return [line for s in self.servers for line in describe(s)]
+
+    def reachable(self, machine: MachineBase) -> MachineBase:
+        if isinstance(machine, OpcuaMachine) and machine.endpoint in self.endpoints:
+            return machine.model_copy(update={"endpoint": self.endpoints[machine.endpoint]})
+        return machine
+
+
+def simulator(machines: Sequence[OpcuaMachine], env: SimulatorEnv) -> OpcuaLab:
+    """The virtual-lab part of the OPC UA driver (named by its DRIVER spec)."""
+    return OpcuaLab(machines, seed=env.seed, free_ports=env.free_ports)

@@ -11,6 +11,8 @@ import random
 from collections.abc import Sequence
 
 from drivers.serial.config import SerialMachine
+from gateway.config.models import MachineBase
+from simulators.lab import SimulatorEnv
 from simulators.serial_instruments import VirtualBalance, VirtualScpiMeter
 from simulators.serial_printer import Flavour, VirtualPrinter
 from simulators.serial_pty import PtyDevice
@@ -61,3 +63,11 @@ class SerialLab:
 
     def describe(self) -> list[str]:
         return [f"serial: {d.describe()}" for d in self.devices]
+
+    def reachable(self, machine: MachineBase) -> MachineBase:
+        return machine  # each device is a pseudo-terminal linked at the machine's configured port
+
+
+def simulator(machines: Sequence[SerialMachine], env: SimulatorEnv) -> SerialLab:
+    """The virtual-lab part of the serial driver (named by its DRIVER spec)."""
+    return SerialLab(machines, seed=env.seed)

@@ -7,17 +7,12 @@ from collections.abc import Sequence
 from drivers.opcua.cli import add_commands
 from drivers.opcua.config import OpcuaMachine
 from drivers.opcua.driver import OpcuaDriver
-from gateway.config.models import MachineBase
-from gateway.config.site import SiteConfig
-from gateway.driver import Driver, DriverSpec
+from gateway.driver import Driver, DriverEnv, DriverSpec
 
 
-def build(cfg: SiteConfig, machines: Sequence[MachineBase]) -> list[Driver]:
-    out: list[Driver] = []
-    for m in machines:
-        assert isinstance(m, OpcuaMachine)
-        out.append(OpcuaDriver(m))
-    return out
+def build(machines: Sequence[OpcuaMachine], env: DriverEnv) -> list[Driver]:
+    """One connection per machine: a hung server never stalls another."""
+    return [OpcuaDriver(m) for m in machines]
 
 
 DRIVER = DriverSpec(
@@ -26,4 +21,5 @@ DRIVER = DriverSpec(
     build=build,
     summary="Machines and PLCs with an OPC UA server: subscriptions or polling, security, automatic recovery.",
     commands=add_commands,
+    simulator="simulators.opcua_lab:simulator",
 )

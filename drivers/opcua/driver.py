@@ -31,9 +31,9 @@ from drivers.opcua.config import OpcuaMachine
 from drivers.opcua.nodes import UnresolvedNode, format_node, parse_node, resolve_path
 from drivers.opcua.security import UntrustedServer, apply_security
 from drivers.opcua.values import ENUMERATION, KNOWN_BASE_TYPES, SignalPlan, to_reading, type_for_base
+from gateway.driver import DriverContext, Retry
 from gateway.errors import DriverUnavailable
 from gateway.reading import Reading
-from gateway.supervisor import DriverContext
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,9 @@ class OpcuaDriver:
         self.machine = machine
         self.name = f"opcua:{machine.id}"
         self.machine_ids = [machine.id]
+        # after a loss: retry at once, then at most reconnect_max_s apart
+        self.retry = Retry(initial_s=min(1.0, machine.reconnect_max_s), cap_s=machine.reconnect_max_s,
+                           immediate_first=True)
         self.endpoint = endpoint or machine.endpoint
         self._types: dict[str, str] = {}  # decided at the first connect, kept for life
         self._reported: dict[str, str] = {}  # signal -> problem last logged
@@ -139,10 +142,6 @@ class OpcuaDriver:
             self._set_lost(f"connection lost: {_err(exc)}")
 
         client.connection_lost_callback = on_lost
-        backoff = ctx.backoff  # after a loss: retry at once, then at most reconnect_max_s apart
-        backoff.cap_s = m.reconnect_max_s
-        backoff.initial_s = min(1.0, m.reconnect_max_s)
-        backoff.immediate_first = True
         await apply_security(client, self.endpoint, m.security, m.identity, self.name, m.timeout_s,
                              warn_insecure=not self._warned)
         self._warned = True

@@ -5,29 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from drivers.serial.cli import add_commands
 from drivers.serial.config import SerialMachine
 from drivers.serial.driver import SerialDriver
-from drivers.serial.probe import add_commands
-from gateway.config.models import MachineBase
-from gateway.config.site import SiteConfig
-from gateway.driver import Driver, DriverSpec
+from gateway.driver import Driver, DriverEnv, DriverSpec, Problem
 
 
-def build(cfg: SiteConfig, machines: Sequence[MachineBase]) -> list[Driver]:
-    out: list[Driver] = []
-    for m in machines:
-        assert isinstance(m, SerialMachine)
-        out.append(SerialDriver(m))
-    return out
+def build(machines: Sequence[SerialMachine], env: DriverEnv) -> list[Driver]:
+    """One connection per port, and one machine per port."""
+    return [SerialDriver(m) for m in machines]
 
 
-def check(cfg: SiteConfig) -> list[tuple[tuple[str | int, ...], object, str]]:
+def check(machines: Sequence[tuple[int, SerialMachine]], settings: object) -> list[Problem]:
     """A port has one owner: two machines on the same port (or two links to one device) cannot both work."""
-    out: list[tuple[tuple[str | int, ...], object, str]] = []
+    out: list[Problem] = []
     seen: dict[str, tuple[int, str]] = {}
-    for i, m in enumerate(cfg.machines):
-        if not isinstance(m, SerialMachine):
-            continue
+    for i, m in machines:
         key = os.path.realpath(m.port) if os.path.exists(m.port) else m.port
         if key in seen:
             first_i, first_id = seen[key]
@@ -46,4 +39,5 @@ DRIVER = DriverSpec(
     summary="Marlin-family 3D printers and line-based instruments (balances, SCPI meters) on serial ports.",
     check=check,
     commands=add_commands,
+    simulator="simulators.serial_lab:simulator",
 )

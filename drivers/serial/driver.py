@@ -18,14 +18,16 @@ from drivers.serial.printer import PrinterModel
 from drivers.serial.printer_session import PrinterSession
 from drivers.serial.session import FirmwareSilent
 from drivers.serial.transport import PortLost, PortSettings, SerialLink, open_port
+from gateway.driver import DriverContext, Retry
 from gateway.errors import DriverUnavailable
 from gateway.reading import Quality, Reading, now_ns
-from gateway.supervisor import DriverContext
 
 log = logging.getLogger(__name__)
 
 
 class SerialDriver:
+    retry = Retry()
+
     def __init__(self, machine: SerialMachine) -> None:
         self.machine = machine
         self.name = f"serial:{machine.id}"

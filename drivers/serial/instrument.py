@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from drivers.serial.config import InstrumentField, InstrumentMessage, InstrumentOptions
 from drivers.serial.session import SessionBase
 from drivers.serial.transport import PortSettings, SerialLink
+from gateway.driver import DriverContext
 from gateway.reading import Quality, Reading, Value, now_ns
-from gateway.supervisor import DriverContext
 
 
 @dataclass(frozen=True)

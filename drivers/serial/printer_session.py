@@ -24,8 +24,8 @@ from drivers.serial.config import PrinterOptions
 from drivers.serial.printer import PrinterModel
 from drivers.serial.session import SessionBase
 from drivers.serial.transport import PortSettings, SerialLink
+from gateway.driver import DriverContext
 from gateway.reading import Reading, now_ns
-from gateway.supervisor import DriverContext
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from drivers.serial.transport import Bad, Line, PortSettings, SerialLink
+from gateway.driver import DriverContext
 from gateway.reading import Reading
-from gateway.supervisor import DriverContext
 
 WRONG_BAUD_STREAK = 8
 WRONG_BAUD_MIN_S = 3.0  # ... over at least this long: a reset's boot garbage is a short burst, then `start`

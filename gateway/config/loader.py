@@ -171,7 +171,8 @@ def _key(path: Loc) -> str:
     return out
 
 
-def _model_at(model: type[BaseModel], path: Loc, specs: Mapping[str, DriverSpec], data: Any) -> type[BaseModel] | None:
+def _model_at(model: type[BaseModel], path: Loc, specs: Mapping[str, DriverSpec[Any]],
+              data: Any) -> type[BaseModel] | None:
     """The pydantic model that owns the last key of `path` (for 'did you mean' on unknown keys)."""
     current: Any = model
     node: Any = data
@@ -190,7 +191,7 @@ def _model_at(model: type[BaseModel], path: Loc, specs: Mapping[str, DriverSpec]
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _inner_model(annotation: Any, node: Any, specs: Mapping[str, DriverSpec]) -> Any:
+def _inner_model(annotation: Any, node: Any, specs: Mapping[str, DriverSpec[Any]]) -> Any:
     from typing import get_args
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -236,7 +237,7 @@ def _strip_tags(loc: Loc, data: Any) -> Loc:
     return tuple(out)
 
 
-def _message(err: Mapping[str, Any], loc: Loc, model: type[SiteConfig], specs: Mapping[str, DriverSpec],
+def _message(err: Mapping[str, Any], loc: Loc, model: type[SiteConfig], specs: Mapping[str, DriverSpec[Any]],
              data: Any) -> str:
     etype = err["type"]
     value = err.get("input")
@@ -358,7 +359,7 @@ def _env_name(loc: Loc, key: str) -> str:
     return "_".join(["KARTECH", *words, key]).upper().replace("-", "_")
 
 
-def check_text(text: str, filename: str, specs: Mapping[str, DriverSpec], env: Mapping[str, str] | None = None,
+def check_text(text: str, filename: str, specs: Mapping[str, DriverSpec[Any]], env: Mapping[str, str] | None = None,
                *, require_env: bool = True) -> CheckResult:
     """Validate a site file: the config (None if there are problems), every problem, and notes.
 
@@ -440,16 +441,17 @@ def _duplicate_ids(data: Mapping[str, Any]) -> list[tuple[Loc, object, str]]:
     return out
 
 
-def _cross_checks(cfg: SiteConfig, specs: Mapping[str, DriverSpec]) -> list[tuple[Loc, object, str]]:
+def _cross_checks(cfg: SiteConfig, specs: Mapping[str, DriverSpec[Any]]) -> list[tuple[Loc, object, str]]:
     out: list[tuple[Loc, object, str]] = []
-    for spec in specs.values():
+    for name, spec in specs.items():
         if spec.check is not None:
-            out.extend(spec.check(cfg))
+            mine = [(i, m) for i, m in enumerate(cfg.machines) if m.driver == name]
+            out.extend(spec.check(mine, cfg.section(spec.section)))
     out.extend(ops_checks(cfg))
     return out
 
 
-def load(path: str | Path, specs: Mapping[str, DriverSpec], env: Mapping[str, str] | None = None) -> SiteConfig:
+def load(path: str | Path, specs: Mapping[str, DriverSpec[Any]], env: Mapping[str, str] | None = None) -> SiteConfig:
     """Load and validate a site file; raise ConfigError listing every problem."""
     p = Path(path)
     try:

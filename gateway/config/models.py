@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,73 +136,6 @@ class Health(Strict):
                                         "held the loop instead of awaiting) counts as a problem.")
     loop_lag_for_s: float = Field(default=10.0, ge=0, description="How long the lag must last before "
                                   "health says degraded, with the reason.")
-
-
-class TlsOptions(Strict):
-    ca_file: str | None = Field(default=None, description="CA bundle that signed the broker certificate.")
-    cert_file: str | None = Field(default=None, description="Client certificate (for brokers that require one).")
-    key_file: str | None = Field(default=None, description="Client private key.")
-    insecure_skip_verify: bool = Field(
-        default=False, description="Accept any broker certificate. Only for a lab bench, never in production."
-    )
-
-
-class MqttBroker(Strict):
-    id: str = Field(pattern=SLUG, description="Name machines use to refer to this broker.")
-    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
-    port: int = Field(default=1883, ge=0, le=65535, description="Broker port (8883 is usual with TLS).")
-    embedded: bool = Field(
-        default=False,
-        description="Start a broker inside the gateway on host:port (demo and small benches). Port 0 picks one.",
-    )
-    protocol: Literal["mqtt5", "mqtt311"] = Field(
-        default="mqtt5", description="MQTT protocol version (the embedded broker speaks mqtt311 only)."
-    )
-    client_id: str | None = Field(
-        default=None, description="Fixed client id (needed for a persistent session); default kartech-<site>-<id>."
-    )
-    username: str | None = Field(default=None, description="User name, if the broker requires one. On an embedded "
-                                 "broker: the gateway's own (drawn at every start when unset).")
-    password: str | None = Field(default=None, description="Password: write it as ${ENV_VAR}, never literally.")
-    tls: TlsOptions | None = Field(default=None, description="Use TLS with these options.")
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval.")
-    session: Literal["persistent", "clean"] = Field(
-        default="persistent",
-        description="persistent: the broker keeps our subscriptions and queues messages while we are away.",
-    )
-    session_expiry_s: int = Field(
-        default=7 * 24 * 3600, ge=0, description="MQTT 5 session expiry; how long the broker keeps queued data."
-    )
-    subscriptions: list[str] | None = Field(
-        default=None,
-        description="Topic filters to subscribe to (e.g. lab/# or $share/gw/lab/#). "
-        "Default: derived from the machines' topics.",
-    )
-    max_payload_bytes: int = Field(
-        default=256 * 1024, ge=64, description="Larger messages are counted as oversized and skipped."
-    )
-
-
-    def driver_client_id(self, site_id: str) -> str:
-        """The client id of the gateway's MQTT driver on this broker."""
-        return self.client_id or f"kartech-{site_id}-{self.id}"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _embedded_protocol(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("embedded") is True and "protocol" not in data:
-            return {**data, "protocol": "mqtt311"}
-        return data
-
-    @model_validator(mode="after")
-    def _embedded_is_311(self) -> MqttBroker:
-        if self.embedded and self.protocol != "mqtt311":
-            raise ValueError("the embedded broker speaks MQTT 3.1.1 only; set protocol: mqtt311")
-        return self
-
-
-class MqttSection(Strict):
-    brokers: list[MqttBroker] = Field(default_factory=list, description="Brokers the gateway connects to.")
 
 
 class ApiToken(Strict):

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Protocol, Union
 
-from pydantic import Field, create_model
+from pydantic import BaseModel, Field, create_model
 
+from drivers.mqtt.config import MqttSection
 from gateway.config.billing import BillingSection
 from gateway.config.models import (
     ApiSection,
     Health,
     MachineBase,
-    MqttSection,
     SiteSection,
     Storage,
     Strict,
     Timestamps,
 )
 from gateway.config.ops import AlertsSection, MaintenanceSection, NotificationsSection, ShiftsSection, StateSection
-from gateway.driver import DriverSpec
 
 
 class SiteConfig(Strict):
@@ -45,6 +44,14 @@ class SiteConfig(Strict):
     billing: BillingSection | None = Field(default=None, description="Usage billing: partners, attribution and "
                                            "rate cards (optional).")
 
+    def section(self, key: str | None) -> BaseModel | None:
+        """A driver's own top-level section (`DriverSpec.section`, e.g. "mqtt"); None for no key."""
+        if key is None:
+            return None
+        value = getattr(self, key)
+        assert isinstance(value, BaseModel), f"{key} is not a section of the site file"
+        return value
+
     def machine(self, machine_id: str) -> MachineBase:
         for m in self.machines:
             if m.id == machine_id:
@@ -52,7 +59,15 @@ class SiteConfig(Strict):
         raise KeyError(machine_id)
 
 
-def site_model(specs: Mapping[str, DriverSpec]) -> type[SiteConfig]:
+class _Declares(Protocol):
+    """What the site model needs of a driver's spec (gateway.driver.DriverSpec): its machine model."""
+
+    @property
+    def machine_model(self) -> type[MachineBase]: ...
+
+
+def site_model(specs: Mapping[str, _Declares]) -> type[SiteConfig]:
+    """The site model whose `machines` are any of these drivers' machines (driver name -> spec)."""
     return _site_model(tuple(sorted((name, spec.machine_model) for name, spec in specs.items())))
 
 

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from gateway.config.models import MqttBroker
+from drivers.mqtt.client import connect_args, new_client
+from drivers.mqtt.config import MqttBroker
 from gateway.config.ops import Channel, EmailChannel, MqttChannel, TelegramChannel, WebhookChannel
 from gateway.errors import KartechError
 
@@ -157,18 +158,9 @@ class MqttSender:
         self.site_id = site_id
 
     def _publish_blocking(self, topic: str, body: bytes) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         b = self.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT_ID_PREFIX}{uuid.uuid4().hex[:8]}",
-                             protocol=mqtt.MQTTv5 if b.protocol == "mqtt5" else mqtt.MQTTv311)
-        if b.username:
-            client.username_pw_set(b.username, b.password)
-        if b.tls is not None:
-            client.tls_set(ca_certs=b.tls.ca_file, certfile=b.tls.cert_file, keyfile=b.tls.key_file)
-            client.tls_insecure_set(b.tls.insecure_skip_verify)
-        client.connect(b.host, b.port, keepalive=30)
+        client = new_client(b, f"{CLIENT_ID_PREFIX}{uuid.uuid4().hex[:8]}")
+        client.connect(b.host, b.port, **connect_args(b))
         client.loop_start()
         try:
             info = client.publish(topic, body, qos=self.cfg.qos)

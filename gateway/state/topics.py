@@ -13,7 +13,8 @@ import threading
 import uuid
 from typing import Any
 
-from gateway.config.models import MqttBroker
+from drivers.mqtt.client import connect_args, new_client
+from drivers.mqtt.config import MqttBroker
 from gateway.config.ops import StateTopics
 from gateway.state.events import Event
 from gateway.state.model import iso
@@ -25,22 +26,12 @@ CLIENT_ID_PREFIX = "kartech-state-"  # followed by a random tail, new at every s
 
 class StatePublisher:
     def __init__(self, cfg: StateTopics, broker: MqttBroker, site_id: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         self.cfg = cfg
         self.broker = broker
         self.site_id = site_id
         self._latest: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT_ID_PREFIX}{uuid.uuid4().hex[:8]}",
-                                   protocol=mqtt.MQTTv5 if broker.protocol == "mqtt5" else mqtt.MQTTv311)
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password)
-        if broker.tls is not None:
-            self._client.tls_set(ca_certs=broker.tls.ca_file, certfile=broker.tls.cert_file,
-                                 keyfile=broker.tls.key_file)
-            self._client.tls_insecure_set(broker.tls.insecure_skip_verify)
+        self._client = new_client(broker, f"{CLIENT_ID_PREFIX}{uuid.uuid4().hex[:8]}", reconnect=True)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._on_connect
 
@@ -48,7 +39,7 @@ class StatePublisher:
         return self.cfg.topic.replace("{site}", self.site_id).replace("{machine}", machine)
 
     def start(self) -> None:
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self._client.connect_async(self.broker.host, self.broker.port, **connect_args(self.broker))
         self._client.loop_start()
 
     def stop(self) -> None:

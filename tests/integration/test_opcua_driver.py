@@ -19,7 +19,6 @@ from gwkit import running
 from drivers.opcua.config import OpcuaMachine
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.security import UntrustedServer, make_certificate, write_certificate
-from gateway.backoff import Backoff
 from gateway.config.loader import check_text
 from gateway.config.site import SiteConfig
 from gateway.errors import DriverUnavailable
@@ -195,7 +194,6 @@ class FakeCtx:
         self.is_connected = False
         self.bad: list[tuple[str, str | None, str]] = []
         self.name = "fake"
-        self.backoff = Backoff()
 
     async def emit(self, readings: Any, ack: Any = None) -> None:
         self.readings.extend(readings)

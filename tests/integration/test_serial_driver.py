@@ -25,7 +25,7 @@ from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestQueue
 from gateway.reading import Quality, Reading
-from gateway.supervisor import DriverContext, supervise
+from gateway.supervisor import SupervisedContext, supervise
 from simulators.serial_instruments import VirtualBalance, VirtualScpiMeter
 from simulators.serial_printer import VirtualPrinter, dos_name
 from simulators.serial_pty import PtyDevice
@@ -44,8 +44,8 @@ class Gateway:
         self.live = LiveHub([MachineMeta(id=machine.id, name=machine.name, kind=machine.kind, driver="serial",
                                          site="test", expected_interval_s=machine.expected_interval_s)])
         self.ingest = IngestQueue(100_000)
-        self.ctx = DriverContext(self.driver, self.ingest, self.live, self.metrics,
-                                 backoff=Backoff(initial_s=0.2, cap_s=0.5))
+        self.ctx = SupervisedContext(self.driver, self.ingest, self.live, self.metrics,
+                                     backoff=Backoff(initial_s=0.2, cap_s=0.5))
         self.readings: list[Reading] = []
         self._changed = asyncio.Event()
 

@@ -12,13 +12,14 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config.models import Timestamps
+from gateway.driver import DriverContext
 from gateway.errors import DriverUnavailable
 from gateway.live import LiveHub
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestQueue
 from gateway.reading import Quality, Reading, now_ns
-from gateway.supervisor import DriverContext, supervise
+from gateway.supervisor import SupervisedContext, supervise
 
 
 def meta(mid: str) -> MachineMeta:
@@ -91,9 +92,9 @@ async def until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-def context(driver: object, ingest: IngestQueue, metrics: Metrics, **kw: object) -> DriverContext:
+def context(driver: object, ingest: IngestQueue, metrics: Metrics, **kw: object) -> SupervisedContext:
     live = LiveHub([meta("a"), meta("b"), meta("c")])
-    return DriverContext(driver, ingest, live, metrics, backoff=Backoff(initial_s=0.01, cap_s=0.01),  # type: ignore[arg-type]
+    return SupervisedContext(driver, ingest, live, metrics, backoff=Backoff(initial_s=0.01, cap_s=0.01),  # type: ignore[arg-type]
                          **kw)  # type: ignore[arg-type]
 
 
@@ -146,8 +147,8 @@ async def test_an_exception_in_the_task_restarts_and_only_bugs_count_as_restarts
 
 async def test_a_connected_driver_that_delivers_nothing_is_stalled() -> None:
     clock = [100.0]
-    ctx = DriverContext(ThreadDriver(), IngestQueue(10), LiveHub([meta("a")]), Metrics(),  # type: ignore[arg-type]
-                        clock=lambda: clock[0], stall_after_s=30.0)
+    ctx = SupervisedContext(ThreadDriver(), IngestQueue(10), LiveHub([meta("a")]), Metrics(),  # type: ignore[arg-type]
+                            clock=lambda: clock[0], stall_after_s=30.0)
     ctx.bind_loop(asyncio.get_running_loop())
     ctx.connected()
     assert not ctx.stalled()
