@@ -22,6 +22,7 @@ No I/O; depends only on the reading record, the unit names and the config base, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -44,6 +45,10 @@ MapValue = str | bool | int | float
 MAX_TEXT = 1024  # characters of one string value
 TRUE_WORDS = frozenset({"true", "on", "yes", "1"})
 FALSE_WORDS = frozenset({"false", "off", "no", "0"})
+
+
+# how a driver counts bad input: (reason, machine or None, detail), as `ctx.bad_input` takes it
+BadInput = Callable[[str, str | None, str], None]
 
 
 @dataclass(frozen=True, slots=True)

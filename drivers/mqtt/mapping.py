@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from drivers.mqtt.config import FieldMap, MqttMachine, TimestampMap, TopicMap
 from gateway.reading import Quality, Reading
-from gateway.signals import BadValue, Deadband, SignalSettings, convert
-
-# (reason, machine or None, detail) — reasons are stable names used as metric labels
-BadInput = Callable[[str, str | None, str], None]
+from gateway.signals import BadInput, BadValue, Deadband, SignalSettings, convert
 
 _NUMBER = SignalSettings()  # format number: a plain float
 _TS_DIV = {"unix_s": 1_000_000_000, "unix_ms": 1_000_000, "unix_us": 1_000, "unix_ns": 1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +11,7 @@ from asyncua import ua
 
 from drivers.opcua.config import SignalConfig, Timestamp
 from gateway.reading import Quality, Reading, Value
-from gateway.signals import NULL_VALUE, WRONG_TYPE, BadValue, SignalType, convert
-
-# (reason, machine or None, detail) — reasons are stable names used as metric labels
-BadInput = Callable[[str, str | None, str], None]
+from gateway.signals import NULL_VALUE, WRONG_TYPE, BadInput, BadValue, SignalType, convert
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
