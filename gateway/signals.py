@@ -144,10 +144,17 @@ def _key(raw: object) -> str | None:
     if isinstance(raw, bool):
         return "true" if raw else "false"
     if isinstance(raw, int):
-        return str(raw)
+        return _digits(raw)
     if isinstance(raw, float) and math.isfinite(raw):
-        return str(int(raw)) if raw.is_integer() else repr(raw)
+        return _digits(int(raw)) if raw.is_integer() else repr(raw)
     return None
+
+
+def _digits(n: int) -> str | None:
+    try:
+        return str(n)
+    except ValueError:  # more digits than Python converts (4300): no key or text has that many
+        return None
 
 
 def convert(raw: object, settings: SignalSettings, kind: str | None = None) -> Value | BadValue:
@@ -191,7 +198,10 @@ def _number(raw: object, s: SignalSettings, whole: bool) -> Value | BadValue:
         return NOT_A_NUMBER
     if whole and isinstance(x, int) and s.scale == 1.0 and s.offset == 0.0:
         return x  # exact, however large
-    y = float(x) * s.scale + s.offset
+    try:
+        y = float(x) * s.scale + s.offset
+    except OverflowError:  # an integer beyond the float range
+        return NON_FINITE
     if not math.isfinite(y):
         return NON_FINITE
     if whole:
@@ -219,7 +229,10 @@ def _text(raw: object) -> Value | BadValue:
     elif isinstance(raw, bool):
         text = "true" if raw else "false"
     elif isinstance(raw, int):
-        text = str(raw)
+        digits = _digits(raw)
+        if digits is None:
+            return TEXT_TOO_LONG
+        text = digits
     elif isinstance(raw, float):
         if not math.isfinite(raw):
             return NON_FINITE

@@ -68,6 +68,8 @@ def test_values_that_convert(raw: object, settings: dict[str, Any], want: object
     ("nan", {}, "non_finite"),
     ("-Infinity", {}, "non_finite"),
     (1e308, {"scale": 10}, "non_finite"),
+    (10**400, {}, "non_finite"),
+    pytest.param(10**5000, {"type": "string"}, "text_too_long", id="5000 digits"),
     (1.5, {"type": "int"}, "not_an_integer"),
     ("12.5", {"type": "int"}, "not_an_integer"),  # the serial driver used to round this
     (5, {"type": "int", "scale": 0.5}, "not_an_integer"),
@@ -140,7 +142,8 @@ def test_int_is_exact_or_refused_never_rounded(raw: float) -> None:
         assert got == BadValue("not_an_integer")
 
 
-@given(raw=st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+@given(raw=st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300), st.floats(),
+                     st.text(max_size=20),
                      st.lists(st.integers(), max_size=2)),
        kind=st.sampled_from(["float", "int", "bool", "string"]))
 def test_a_value_has_the_signal_type_or_a_reason(raw: object, kind: str) -> None:
