@@ -8,25 +8,20 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.models import SLUG, MachineBase, Strict
+from gateway.signals import SignalSettings
 from gateway.units import Unit
 
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 KNOWN_PLACEHOLDERS = ("site", "machine", "signal")
 
 
-class FieldMap(Strict):
-    """How one signal is taken from a JSON payload."""
+class FieldMap(SignalSettings):
+    """Where one signal is in a JSON payload; how its value is read is shared by every driver (SignalSettings)."""
 
     path: str | None = Field(
         default=None, description="Dotted path in the JSON payload (e.g. temp.value or axes.0.load); "
         "default: the signal name."
     )
-    unit: Unit | None = Field(default=None, description="Unit of the value after scaling (e.g. degC, W, %, rpm).")
-    type: Literal["float", "int", "bool", "string"] = Field(
-        default="float", description="Value type; a signal keeps one type for life."
-    )
-    scale: float = Field(default=1.0, description="Multiply the raw number by this ...")
-    offset: float = Field(default=0.0, description="... then add this.")
 
 
 class TimestampMap(Strict):

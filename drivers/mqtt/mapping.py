@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from drivers.mqtt.config import FieldMap, MqttMachine, TimestampMap, TopicMap
-from gateway.reading import Quality, Reading, Value
+from gateway.reading import Quality, Reading
+from gateway.signals import BadInput, BadValue, Deadband, SignalSettings, convert
 
-# (reason, machine or None, detail) — reasons are stable names used as metric labels
-BadInput = Callable[[str, str | None, str], None]
-
+_NUMBER = SignalSettings()  # format number: a plain float
 _TS_DIV = {"unix_s": 1_000_000_000, "unix_ms": 1_000_000, "unix_us": 1_000, "unix_ns": 1}
 
 
@@ -22,10 +21,8 @@ _TS_DIV = {"unix_s": 1_000_000_000, "unix_ms": 1_000_000, "unix_us": 1_000, "uni
 class _Signal:
     name: str
     path: tuple[str, ...]
-    unit: str | None
-    type: str
-    scale: float
-    offset: float
+    settings: FieldMap
+    deadband: Deadband | None
 
 
 @dataclass(slots=True)
@@ -41,9 +38,10 @@ class Route:
     units: dict[str, str] = field(default_factory=dict)
 
 
-def _signal(name: str, f: FieldMap) -> _Signal:
+def _signal(name: str, f: FieldMap, hold_s: float) -> _Signal:
     path = tuple((f.path or name).split("."))
-    return _Signal(name, path, f.unit, f.type, f.scale, f.offset)
+    deadband = None if f.deadband is None else Deadband(f.deadband, int(hold_s * 1e9))
+    return _Signal(name, path, f, deadband)
 
 
 def concrete_topic(template: str, site: str, machine: str) -> str:
@@ -65,7 +63,7 @@ class Router:
                 concrete = concrete_topic(t.topic, site, m.id)
                 route = Route(m.id, t, concrete, units=dict(t.units))
                 if t.format == "json":
-                    route.signals = tuple(_signal(n, f) for n, f in t.fields.items())
+                    route.signals = tuple(_signal(n, f, m.expected_interval_s) for n, f in t.fields.items())
                     if isinstance(t.timestamp, TimestampMap):
                         route.ts_path = tuple(t.timestamp.path.split("."))
                         route.ts_iso = t.timestamp.format == "iso8601"
@@ -115,39 +113,6 @@ def _walk(obj: object, path: tuple[str, ...]) -> object:
 
 
 _MISSING = object()
-
-
-def _convert(raw: object, s: _Signal) -> tuple[Value, str | None]:
-    """Return (value, None) or (None, reason)."""
-    if s.type == "string":
-        if isinstance(raw, (dict, list)) or raw is None:
-            return None, "wrong_type"
-        return (raw if isinstance(raw, str) else json.dumps(raw)), None
-    if s.type == "bool":
-        if isinstance(raw, bool):
-            return raw, None
-        if isinstance(raw, (int, float)) and raw in (0, 1):
-            return bool(raw), None
-        if isinstance(raw, str) and raw.lower() in ("true", "false", "on", "off", "1", "0"):
-            return raw.lower() in ("true", "on", "1"), None
-        return None, "not_a_bool"
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        if isinstance(raw, str):
-            try:
-                raw = float(raw)
-            except ValueError:
-                return None, "not_a_number"
-        else:
-            return None, "not_a_number"
-    x = float(raw)
-    if not math.isfinite(x):
-        return None, "non_finite"
-    x = x * s.scale + s.offset
-    if s.type == "int":
-        if not x.is_integer():
-            return None, "not_an_integer"
-        return int(x), None
-    return x, None
 
 
 class Decoder:
@@ -203,22 +168,20 @@ class Decoder:
             raw = _walk(doc, s.path)
             if raw is _MISSING:
                 continue  # a device may omit fields it has nothing to say about
-            value, reason = _convert(raw, s)
-            if reason is not None:
-                self.bad(reason, route.machine, f"{topic}: {s.name}={str(raw)[:40]!r}")
+            value = convert(raw, s.settings)
+            if isinstance(value, BadValue):
+                self.bad(value.reason, route.machine, f"{topic}: {s.name}={str(raw)[:40]!r}")
                 continue
-            out.append(Reading(route.machine, s.name, value, s.unit, Quality.GOOD, ts, receive_ns))
+            r = Reading(route.machine, s.name, value, s.settings.unit, Quality.GOOD, ts, receive_ns)
+            if s.deadband is None or s.deadband.passes(r):
+                out.append(r)
         return out
 
     def _number(self, route: Route, signal: str | None, topic: str, text: str, receive_ns: int) -> list[Reading]:
         name = signal or route.topic.signal or ""
-        try:
-            x = float(text.strip())
-        except ValueError:
-            self.bad("not_a_number", route.machine, f"{topic}: {text[:40]!r}")
-            return []
-        if not math.isfinite(x):
-            self.bad("non_finite", route.machine, f"{topic}: {text[:40]!r}")
+        x = convert(text, _NUMBER)
+        if isinstance(x, BadValue):
+            self.bad(x.reason, route.machine, f"{topic}: {text[:40]!r}")
             return []
         return [Reading(route.machine, name, x, route.units.get(name), Quality.GOOD, receive_ns, receive_ns)]
 

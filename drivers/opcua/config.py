@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.models import MachineBase, Strict
-from gateway.units import Unit
+from gateway.signals import TYPE_HELP, SignalKind, SignalSettings
 
 NODE_HELP = "use e.g. nsu=urn:vendor:machine;s=Spindle.Speed, ns=2;i=1001 or i=2258"
 _NODE = re.compile(r"^(?:(?:nsu=[^;]+|ns=\d+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$")
@@ -85,8 +85,8 @@ class Identity(Strict):
         return self
 
 
-class SignalConfig(Strict):
-    """One signal: where it is in the server's address space and how its value is read."""
+class SignalConfig(SignalSettings):
+    """One signal: where it is in the server's address space; how its value is read is shared by every driver."""
 
     node: str | None = Field(
         default=None,
@@ -98,21 +98,10 @@ class SignalConfig(Strict):
         description="Browse path from the Root folder instead of a node id, names separated by '/', e.g. "
         "Objects/Mill-01/Spindle/Speed (resolved at every connect).",
     )
-    unit: Unit | None = Field(default=None, description="Unit of the value after scaling (e.g. degC, rpm, %).")
-    type: Literal["auto", "float", "int", "bool", "string"] = Field(
-        default="auto",
-        description="Value type; auto takes it from the node's data type at the first connect (numbers -> float "
-        "or int, Boolean -> bool, String/LocalizedText/enumerations -> string). A signal keeps one type for life.",
-    )
-    scale: float = Field(default=1.0, description="Multiply a numeric value by this ...")
-    offset: float = Field(default=0.0, description="... then add this.")
+    auto_type: ClassVar[bool] = True
+    type: SignalKind = Field(default="auto", description=TYPE_HELP)
     index: int | None = Field(
         default=None, ge=0, description="For an array node: the element to read (arrays are refused without it)."
-    )
-    map: dict[str, str] | None = Field(
-        default=None,
-        description="Translate enum/string values, e.g. {Executing: executing, NotExecuting: stopped}; values not "
-        "listed pass unchanged. Machine states are derived in the site's state section (state rules), not here.",
     )
     sampling_interval_s: float | None = Field(
         default=None, ge=0, description="Server-side sampling interval of this signal; default: the machine's."
@@ -122,11 +111,10 @@ class SignalConfig(Strict):
         description="Values the server queues between publishes for this signal (1 = latest only); default: the "
         "machine's.",
     )
-    deadband: float | None = Field(
-        default=None, ge=0, description="Only report changes larger than this (subscription mode, numeric nodes)."
-    )
     deadband_type: Literal["absolute", "percent"] = Field(
-        default="absolute", description="absolute: in the value's unit; percent: of the node's EURange."
+        default="absolute",
+        description="absolute: deadband in the value's unit; percent: in percent of the node's EURange. The server "
+        "applies it (subscribe mode); in poll mode every value read is reported.",
     )
     timestamp: Timestamp | None = Field(
         default=None, description="Overrides the machine's timestamp choice for this signal."
@@ -156,8 +144,6 @@ class SignalConfig(Strict):
     def _address(self) -> SignalConfig:
         if (self.node is None) == (self.path is None):
             raise ValueError("give exactly one of node: or path: (e.g. node: nsu=urn:vendor:machine;s=Spindle.Speed)")
-        if self.map and self.type in ("float", "int", "bool"):
-            raise ValueError(f"map: translates enum and string values; type {self.type} cannot be mapped")
         return self
 
 

@@ -389,7 +389,8 @@ class OpcuaDriver:
             flt = ua.DataChangeFilter()
             flt.Trigger = ua.DataChangeTrigger.StatusValue
             flt.DeadbandType = 1 if sc.deadband_type == "absolute" else 2
-            flt.DeadbandValue = sc.deadband
+            # absolute: in the reading's unit, so in the node's own unit before scaling
+            flt.DeadbandValue = sc.deadband / abs(sc.scale) if sc.deadband_type == "absolute" else sc.deadband
             mparams.Filter = flt
         req = ua.MonitoredItemCreateRequest()
         req.ItemToMonitor = ua.ReadValueId(NodeId=nid, AttributeId=ua.AttributeIds.Value)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,9 +11,7 @@ from asyncua import ua
 
 from drivers.opcua.config import SignalConfig, Timestamp
 from gateway.reading import Quality, Reading, Value
-
-# (reason, machine or None, detail) — reasons are stable names used as metric labels
-BadInput = Callable[[str, str | None, str], None]
+from gateway.signals import NULL_VALUE, WRONG_TYPE, BadInput, BadValue, SignalType, convert
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
@@ -32,8 +29,11 @@ _INFO_TYPE_MASK = 0x0C00
 _INFO_TYPE_DATAVALUE = 0x0400
 _OVERFLOW = 0x0080
 
+ARRAY_VALUE = BadValue("array_value")
+ARRAY_INDEX_OUT_OF_RANGE = BadValue("array_index_out_of_range")
 
-def type_for_base(base: int) -> str | None:
+
+def type_for_base(base: int) -> SignalType | None:
     """The gateway type for a namespace-0 base data type id, or None when it cannot be read as one value."""
     if base in BOOL_TYPES:
         return "bool"
@@ -117,42 +117,28 @@ def _as_text(raw: Any, plan: SignalPlan) -> str | None:
     return None
 
 
-def convert_value(raw: Any, plan: SignalPlan) -> tuple[Value, str | None]:
-    """(value, None) or (None, reason) for a good or uncertain raw value."""
+def convert_value(raw: Any, plan: SignalPlan) -> Value | BadValue:
+    """The value of a good or uncertain raw Variant value, or why it cannot be read (the rules: gateway/signals.py).
+
+    What is OPC UA's own happens here: an array element is picked by `index`; an enumeration, a LocalizedText, a
+    QualifiedName, a DateTime or a NodeId becomes text for a string signal (and an enumeration is known by its
+    name to `map`)."""
     cfg = plan.cfg
     if isinstance(raw, list):
         if cfg.index is None:
-            return None, "array_value"
+            return ARRAY_VALUE
         if cfg.index >= len(raw):
-            return None, "array_index_out_of_range"
+            return ARRAY_INDEX_OUT_OF_RANGE
         raw = raw[cfg.index]
-    if raw is None:
-        return None, "null_value"
     kind = plan.type or "float"
+    if raw is None:
+        return NULL_VALUE
     if kind == "string":
         text = _as_text(raw, plan)
-        if text is None:
-            return None, "wrong_type"
-        return (cfg.map.get(text, text) if cfg.map else text), None
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw, None
-        if isinstance(raw, int) and raw in (0, 1):
-            return bool(raw), None
-        return None, "not_a_bool"
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return None, "not_a_number"
-    if kind == "int" and cfg.scale == 1.0 and cfg.offset == 0.0 and isinstance(raw, int):
-        return raw, None
-    x = float(raw)
-    if not math.isfinite(x):
-        return None, "non_finite"
-    x = x * cfg.scale + cfg.offset
-    if kind == "int":
-        if not x.is_integer():
-            return None, "not_an_integer"
-        return int(x), None
-    return x, None
+        return WRONG_TYPE if text is None else convert(text, cfg, kind)
+    if cfg.map and type(raw) is int and plan.enum_names.get(raw) in cfg.map:
+        raw = plan.enum_names[raw]
+    return convert(raw, cfg, kind)
 
 
 def to_reading(plan: SignalPlan, dv: ua.DataValue, receive_ns: int, bad: BadInput) -> Reading | None:
@@ -175,8 +161,9 @@ def to_reading(plan: SignalPlan, dv: ua.DataValue, receive_ns: int, bad: BadInpu
     if quality is Quality.BAD:
         return Reading(plan.machine, plan.name, None, unit, Quality.BAD, ts, receive_ns)
     raw = dv.Value.Value if dv.Value is not None else None
-    value, reason = convert_value(raw, plan)
-    if reason is not None:
+    value = convert_value(raw, plan)
+    if isinstance(value, BadValue):
+        reason = value.reason
         if reason == "non_finite":
             bad(reason, plan.machine, f"{plan.name}: {raw!r} from {plan.node_text}")
             return Reading(plan.machine, plan.name, None, unit, Quality.BAD, ts, receive_ns)

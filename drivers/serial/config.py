@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.models import MachineBase, Strict
-from gateway.units import Unit
+from gateway.signals import SignalSettings
 
 COMMON_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 250000, 460800, 500000, 921600, 1000000)
 TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
@@ -80,20 +80,20 @@ class PrinterOptions(Strict):
     )
 
 
-class InstrumentField(Strict):
-    """One signal taken from a named group of the line pattern."""
+class InstrumentField(SignalSettings):
+    """One signal taken from a named group of the line pattern; how its text is read is shared by every driver."""
 
     group: str | None = Field(default=None, description="Named group of the pattern; default: the signal name.")
-    type: Literal["float", "int", "bool", "string"] = Field(
-        default="float", description="Value type; a signal keeps one type for life."
-    )
-    unit: Unit | None = Field(default=None, description="Unit of the value after scaling (e.g. g, degC, V).")
-    scale: float = Field(default=1.0, description="Multiply the number by this ...")
-    offset: float = Field(default=0.0, description="... then add this.")
-    true_values: list[str] = Field(
-        default_factory=lambda: ["1", "true", "on", "yes"],
-        description="bool type: group texts that mean true (compared case-insensitively); anything else is false.",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _true_values(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "true_values" in data:
+            raise ValueError(
+                "true_values was replaced by map, which names both answers, e.g. map: {ST: true, US: false}; "
+                "text that is neither in the map nor a bool word (true/false, on/off, yes/no, 1/0) is now counted "
+                "as bad input instead of read as false")
+        return data
 
 
 class InstrumentMessage(Strict):

@@ -51,7 +51,8 @@ class SerialDriver:
                                      ctx).run(link)
             else:
                 assert self.machine.instrument is not None
-                await InstrumentSession(self.machine.id, self.settings, self.machine.instrument, ctx).run(link)
+                await InstrumentSession(self.machine.id, self.settings, self.machine.instrument, ctx,
+                                        hold_s=self.machine.expected_interval_s).run(link)
         except (PortLost, FirmwareSilent) as err:
             await self._offline(ctx)
             raise DriverUnavailable(str(err)) from err

@@ -1,8 +1,9 @@
 """Line-based instruments: balances, SCPI meters, analysers — polled with a request, or free-running.
 
 Each configured message is a regular expression (or a template compiled to one) with named groups; each field
-takes one group, converts it (float, int, bool, string), scales it and carries a unit. A line that matches no
-message is counted as `unmatched` bad input; a group that does not convert yields a BAD reading for that field.
+takes one group and reads it by the shared signal rules (gateway/signals.py). A line that matches no message is
+counted as `unmatched` bad input; a group that does not convert is counted by its reason and yields a BAD reading
+for that field.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from drivers.serial.session import SessionBase
 from drivers.serial.transport import PortSettings, SerialLink
 from gateway.driver import DriverContext
 from gateway.reading import Quality, Reading, Value, now_ns
+from gateway.signals import BadInput, BadValue, Deadband, convert
 
 
 @dataclass(frozen=True)
@@ -27,52 +29,57 @@ class CompiledMessage:
 class LineParser:
     """Turns instrument lines into readings, as configured."""
 
-    def __init__(self, machine: str, messages: list[InstrumentMessage]) -> None:
+    def __init__(self, machine: str, messages: list[InstrumentMessage], bad: BadInput, *, hold_s: float) -> None:
         self.machine = machine
         self.messages = [CompiledMessage(m, re.compile(m.regex())) for m in messages]
+        self.bad = bad
+        self.deadbands = {name: Deadband(f.deadband, int(hold_s * 1e9))
+                          for m in messages for name, f in m.fields.items() if f.deadband is not None}
 
     def parse(self, line: str, t_ns: int, only: CompiledMessage | None = None) -> list[Reading] | None:
-        """Readings from `line`, or None if it matches no message (or not `only`, when given)."""
+        """Readings from `line` (those a deadband holds back left out), or None if it matches no message (or not
+        `only`, when given)."""
         candidates = [only] if only is not None else self.messages
         for msg in candidates:
             m = msg.regex.search(line)
             if m is None:
                 continue
-            return [self._reading(name, f, m.group(f.group or name), t_ns) for name, f in msg.spec.fields.items()]
+            out = []
+            for name, f in msg.spec.fields.items():
+                r = self._reading(name, f, m.group(f.group or name), t_ns)
+                deadband = self.deadbands.get(name)
+                if deadband is None or deadband.passes(r):
+                    out.append(r)
+            return out
         return None
 
     def _reading(self, name: str, f: InstrumentField, raw: str | None, t_ns: int) -> Reading:
-        value: Value = None
-        quality = Quality.GOOD
-        if raw is None:
-            quality = Quality.BAD
-        else:
-            try:
-                value = convert(raw, f)
-            except ValueError:
-                quality = Quality.BAD
-        return Reading(self.machine, name, value if quality is not Quality.BAD else None, f.unit, quality,
-                       t_ns, t_ns)
+        value = NOT_MATCHED if raw is None else read_field(raw, f)
+        if isinstance(value, BadValue):
+            if raw is not None:
+                self.bad(value.reason, self.machine, f"{name}={raw[:40]!r}")
+            return Reading(self.machine, name, None, f.unit, Quality.BAD, t_ns, t_ns)
+        return Reading(self.machine, name, value, f.unit, Quality.GOOD, t_ns, t_ns)
 
 
-def convert(raw: str, f: InstrumentField) -> Value:
+NOT_MATCHED = BadValue("not_matched")  # an optional group the line left out: a BAD reading, not bad input
+
+
+def read_field(raw: str, f: InstrumentField) -> Value | BadValue:
+    """The value of one group's text: spaces around it dropped, and between a sign and its digits (balances print
+    `+   12.345`), then the shared rules."""
     text = raw.strip()
-    if f.type == "string":
-        return text
-    if f.type == "bool":
-        return text.lower() in {v.lower() for v in f.true_values}
-    number = float(re.sub(r"(?<=[-+])\s+", "", text))
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError("not a finite number")
-    scaled = number * f.scale + f.offset
-    if f.type == "int":
-        return round(scaled)
-    return scaled
+    if f.type in ("float", "int"):
+        text = _SIGN_SPACE.sub("", text)
+    return convert(text, f)
+
+
+_SIGN_SPACE = re.compile(r"(?<=[-+])\s+")
 
 
 class InstrumentSession(SessionBase):
     def __init__(self, machine: str, settings: PortSettings, options: InstrumentOptions, ctx: DriverContext, *,
-                 clock: Callable[[], float] | None = None) -> None:
+                 hold_s: float, clock: Callable[[], float] | None = None) -> None:
         polled = any(m.request for m in options.messages)
         silence = options.silence_timeout_s
         if silence is None and polled:
@@ -80,7 +87,7 @@ class InstrumentSession(SessionBase):
         kw = {"clock": clock} if clock is not None else {}
         super().__init__(machine, settings, ctx, silence_timeout_s=silence, **kw)
         self.opts = options
-        self.parser = LineParser(machine, options.messages)
+        self.parser = LineParser(machine, options.messages, ctx.bad_input, hold_s=hold_s)
         self.polled = [c for c in self.parser.messages if c.spec.request]
         self.streams = [c for c in self.parser.messages if not c.spec.request]
         self.announced = False

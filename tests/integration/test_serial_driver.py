@@ -343,7 +343,7 @@ def balance_machine(port: Path, request: str | None) -> SerialMachine:
         instrument=InstrumentOptions(poll_interval_s=0.2, messages=[InstrumentMessage(
             request=request, template="{status},{mode},{weight:number} {unit}",
             fields={"weight": InstrumentField(unit="g"),
-                    "stable": InstrumentField(group="status", type="bool", true_values=["ST"])})]))
+                    "stable": InstrumentField(group="status", type="bool", map={"ST": True, "US": False})})]))
 
 
 async def test_polled_balance_parses_as_configured(port: Path) -> None:

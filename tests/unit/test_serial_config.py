@@ -31,7 +31,7 @@ machines:
           pattern: '^(?P<status>ST|US),GS,(?P<weight>[-+ 0-9.]+) g$'
           fields:
             weight: {unit: g}
-            stable: {group: status, type: bool, true_values: [ST]}
+            stable: {group: status, type: bool, map: {ST: true, US: false}}
   - id: fdm-01
     name: Prusa MK3S
     kind: printer
@@ -139,3 +139,12 @@ def test_driver_example_file_is_valid() -> None:
     example = (Path(__file__).resolve().parents[2] / "drivers" / "serial" / "example.yaml").read_text()
     result = check_text("site: {id: t, name: T}\n" + example, "example.yaml", SPECS, {})
     assert result.problems == []
+
+
+def test_true_values_is_refused_with_the_map_that_replaces_it() -> None:
+    assert problems(BASE.replace("map: {ST: true, US: false}", "true_values: [ST]")) == [
+        'site.yaml:18 — machine "balance-01" (driver serial)\n'
+        "  instrument.messages[0].fields.stable: true_values was replaced by map, which names both answers, e.g. "
+        "map: {ST: true, US: false}; text that is neither in the map nor a bool word (true/false, on/off, yes/no, "
+        "1/0) is now counted as bad input instead of read as false"
+    ]
