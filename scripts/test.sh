@@ -42,4 +42,5 @@ if [ -x "$node" ] && missing=$(ldd "$node" | grep 'not found'); then
 fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+# two workers by default (KARTECH_TEST_WORKERS=0 runs in one process); a test file stays on one worker
+echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider -n "${KARTECH_TEST_WORKERS:-2}" --dist loadfile "$@"
