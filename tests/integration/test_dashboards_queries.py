@@ -31,9 +31,10 @@ from typing import Any
 import httpx
 import pytest
 
-from dashboards import build, schema
+from dashboards import build
 from dashboards.interpolate import ALL, Context, TimeRange, Variable, apply_variable_regex
 from dashboards.validate import query_variables, targets
+from gateway import schema
 from gateway.billing.attribution import Attributor
 from gateway.billing.export import UsageExporter
 from gateway.billing.ledger import entries_from_events
