@@ -59,8 +59,10 @@ DONE_BY: Final = "by"
 RULE: Final = "rule"  # tag
 SEVERITY: Final = "severity"  # field: info | warning | critical
 ALERT_ID: Final = "alert_id"  # field (integer)
-ALERT_STATE: Final = "state"  # field: active_unacknowledged | acknowledged | cleared_unacknowledged | shelved ...
-ALERT_CLOSED: Final = "closed"  # the one state that is not active
+ALERT_STATE: Final = "state"  # field: one of ALERT_STATES (gateway/alerts/lifecycle.py)
+ALERT_CLOSED: Final = "closed"  # the one state that is not open
+ALERT_STATES: Final = ("active_unacknowledged", "acknowledged", "cleared_unacknowledged", "shelved", "suppressed",
+                       ALERT_CLOSED)
 TRANSITION: Final = "transition"  # field: raised | repeated | acknowledged | cleared | shelved | closed ...
 ALERT_RAISED: Final = "raised"
 MESSAGE: Final = "message"  # field

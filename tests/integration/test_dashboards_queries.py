@@ -301,7 +301,7 @@ async def write_lab(url: str, db: str, now_ns: int, data_dir: Path) -> None:
     finally:
         await sink.close()
         for w in writers.values():
-            await w._client.aclose()
+            await w.close()
         for o in ops.values():
             o.store.close()
         await client.aclose()
