@@ -8,8 +8,8 @@ from grafana_foundation_sdk.models import common
 
 from dashboards import influxql as q
 from dashboards import panels as p
-from dashboards import schema as s
 from dashboards.fleet import ACTIVE_ALERTS, ALERT_EVENTS
+from gateway import schema as s
 
 UID = "kartech-alerts-maintenance"
 

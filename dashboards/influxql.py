@@ -17,7 +17,7 @@ from grafana_foundation_sdk.cog import runtime as cogruntime
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import schema
+from gateway import schema
 
 PLUGIN_ID = "influxdb"
 DATASOURCE_VAR = "datasource"

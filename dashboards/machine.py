@@ -8,7 +8,7 @@ from grafana_foundation_sdk.models import common
 
 from dashboards import influxql as q
 from dashboards import panels as p
-from dashboards import schema as s
+from gateway import schema as s
 
 UID = "kartech-machine"
 

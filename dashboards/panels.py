@@ -6,18 +6,19 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import influxql
+from gateway import schema
 
 FOLDER_UID = "kartech"
 FOLDER_TITLE = "Kartech Gateway"
 TAGS = ["kartech", "generated"]
 
 STATE_COLORS = {
-    "running": "green",
-    "idle": "blue",
-    "paused": "yellow",
-    "error": "red",
-    "maintenance": "purple",
-    "offline": "#8e8e8e",
+    schema.RUNNING: "green",
+    schema.IDLE: "blue",
+    schema.PAUSED: "yellow",
+    schema.ERROR: "red",
+    schema.MAINTENANCE_STATE: "purple",
+    schema.OFFLINE: "#8e8e8e",
 }
 SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
 ALERT_STATE_COLORS = {"firing": "red", "acknowledged": "orange", "shelved": "#8e8e8e", "resolved": "green"}

@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models import common
 
 from dashboards import influxql as q
 from dashboards import panels as p
-from dashboards import schema as s
+from gateway import schema as s
 
 UID = "kartech-usage"
 
@@ -30,7 +30,7 @@ PER_PARTNER_MONTH = (
 )
 RUNNING_EVENTS = (
     f"FROM \"{s.EVENTS}\" WHERE {ENGINE_FILTER} AND \"{s.EVENT_TYPE}\" = '{s.EVENT_STATE}' "
-    f"AND \"{s.FROM_STATE}\" = 'running' AND $timeFilter"
+    f"AND \"{s.FROM_STATE}\" = '{s.RUNNING}' AND $timeFilter"
 )
 RUNNING_PER_DAY = (
     f'SELECT sum("{s.DURATION_S}") / 3600 {RUNNING_EVENTS} GROUP BY time(1d), "{s.MACHINE}" fill(0) {q.TZ}'

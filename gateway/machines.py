@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MACHINE_STATES = ("offline", "idle", "running", "paused", "error", "maintenance")
+from gateway.schema import MACHINE_STATES
+
+__all__ = ["MACHINE_STATES", "MachineMeta"]
 
 
 @dataclass(frozen=True, slots=True)

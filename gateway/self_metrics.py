@@ -21,14 +21,16 @@ from collections.abc import Callable
 
 import httpx
 
+from gateway import schema
 from gateway.config.models import InfluxV1, InfluxV2
+from gateway.errors import SinkConfigError, SinkError
 from gateway.metrics import Metrics
-from gateway.sinks.influx import write_target
-from gateway.sinks.lineproto import LineProtocolError, escape_field_key, escape_measurement, escape_tag
+from gateway.sinks.lineproto import DIVISOR, LineProtocolError, escape_field_key, escape_measurement, escape_tag
+from gateway.sinks.writer import InfluxWriter
 
 log = logging.getLogger(__name__)
 
-MEASUREMENT = "kartech_gateway"
+MEASUREMENT = schema.GATEWAY
 DEFAULT_INTERVAL_S = 10.0
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -71,8 +73,8 @@ def snapshot_lines(metrics: Metrics, *, site: str, host: str, ts_ns: int, precis
     for name, kind in types.items():
         if kind == "counter" and name not in seen:
             series.setdefault((), {})[name] = 0.0
-    divisor = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}[precision]
-    base = {"site": site, "host": host}
+    divisor = DIVISOR[precision]
+    base = {schema.SITE: site, schema.HOST: host}
     lines: list[str] = []
     for labels, fields in sorted(series.items()):
         tags = {**dict(labels), **base}
@@ -111,10 +113,8 @@ class SelfMetricsWriter:
         self.host = host or socket.gethostname()
         self.interval_s = interval_s
         self._clock_ns = clock_ns
-        self._own_client = client is None
-        self._client = client or httpx.AsyncClient(verify=cfg.verify_tls, timeout=cfg.timeout_s)
+        self._writer = InfluxWriter(cfg, client)
         self._failing = False
-        self._target = write_target(cfg)
 
     async def write_once(self) -> bool:
         """Write one snapshot; True when InfluxDB stored it."""
@@ -123,17 +123,15 @@ class SelfMetricsWriter:
         if not lines:
             return True
         try:
-            t = self._target
-            r = await self._client.post(t.url, params=t.params, content="\n".join(lines).encode(),
-                                        headers=t.headers, auth=t.auth or httpx.USE_CLIENT_DEFAULT)
-            ok, why = r.status_code in (200, 204), f"{r.status_code} {r.text[:200]}"
-        except httpx.HTTPError as err:
-            ok, why = False, str(err) or type(err).__name__
+            rejected = await self._writer.write(lines)
+            ok, why = not rejected, rejected[0].reason if rejected else ""
+        except (SinkError, SinkConfigError) as err:
+            ok, why = False, str(err)
+        url = self._writer.write_url
         if ok and self._failing:
-            log.info("self-metrics writes recovered", extra={"url": self._target.url})
+            log.info("self-metrics writes recovered", extra={"url": url})
         elif not ok and not self._failing:
-            log.warning("self-metrics write to %s failed (%s); retrying every %g s", self._target.url, why,
-                        self.interval_s)
+            log.warning("self-metrics write to %s failed (%s); retrying every %g s", url, why, self.interval_s)
         self._failing = not ok
         return ok
 
@@ -143,5 +141,8 @@ class SelfMetricsWriter:
                 await self.write_once()
                 await asyncio.sleep(self.interval_s)
         finally:
-            if self._own_client:
-                await self._client.aclose()
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP client, unless it was passed in."""
+        await self._writer.close()

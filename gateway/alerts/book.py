@@ -1,17 +1,9 @@
-"""The alert lifecycle after ISA-18.2, kept in the business store.
+"""The alert book: the ISA-18.2 lifecycle of gateway/alerts/lifecycle.py, persisted in the business store.
 
-States of one alert (rule x machine):
-
-    active_unacknowledged --ack--> acknowledged --condition clears--> closed
-    active_unacknowledged --condition clears--> cleared_unacknowledged --ack--> closed
-    any open state --shelve--> shelved --period over / unshelve--> back (closed if it cleared meanwhile)
-    any open state --machine in maintenance--> suppressed --maintenance over--> back (closed if it cleared)
-
-While an alert is open, a new occurrence of its condition does not open another alert: it raises the count (and
-needs a new acknowledgement). Notifications go out when an alert is raised and — flood protection — at most
-once per rule and machine per `notify_window_s`; shelved and suppressed alerts notify nobody, but are notified
-when they come back still active and unacknowledged. Notifications are written to the outbox in the same
-transaction as the alert, so a restart neither loses nor repeats them.
+Every change is: load the row, apply the pure transition, persist the new value — in one transaction with the
+notifications it causes (the outbox), so a restart neither loses nor repeats them. Notifications go out when an
+alert is raised, repeated, cleared or returns from shelving/suppression, and — flood protection — at most once
+per rule and machine per `notify_window_s` (a clearing always goes).
 """
 
 from __future__ import annotations
@@ -20,36 +12,35 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.alerts import lifecycle as lc
+from gateway.alerts.lifecycle import OPEN_STATES, Alert, AlertClosed, AlertNotFound, Step
 from gateway.config.ops import SEVERITY_RANK, Channel
-from gateway.errors import KartechError
 from gateway.notify.routing import routes
 from gateway.state.events import Event
 from gateway.state.model import iso
 from gateway.store import Row, Store, Tx
 
-NS = 1_000_000_000
-STATES = ("active_unacknowledged", "acknowledged", "cleared_unacknowledged", "shelved", "suppressed", "closed")
-OPEN_STATES = STATES[:-1]
+__all__ = ["OPEN_STATES", "AlertBook", "AlertClosed", "AlertNotFound", "alert_dict", "state_of"]
+
+NS = lc.NS
+_LIFECYCLE = ("active", "acked", "suppressed", "count", "raised_ns", "last_raised_ns", "cleared_ns", "acked_ns",
+              "acked_by", "ack_note", "shelved_until_ns", "shelved_by", "shelve_note", "closed_ns", "notify_pending")
+_BOOLS = frozenset({"active", "acked", "suppressed", "notify_pending"})
+_UPDATE = "UPDATE alerts SET " + ", ".join(f"{c} = ?" for c in _LIFECYCLE) + " WHERE id = ?"  # noqa: S608
 
 
-class AlertNotFound(KartechError):
-    """No alert with this id."""
-
-
-class AlertClosed(KartechError):
-    """The alert is closed; nothing more can be done with it."""
+def load(row: Row) -> Alert:
+    """The lifecycle value of a stored alert."""
+    return Alert(raised_ns=row["raised_ns"], last_raised_ns=row["last_raised_ns"], active=bool(row["active"]),
+                 acked=bool(row["acked"]), suppressed=bool(row["suppressed"]), count=row["count"],
+                 cleared_ns=row["cleared_ns"], acked_ns=row["acked_ns"], acked_by=row["acked_by"],
+                 ack_note=row["ack_note"], shelved_until_ns=row["shelved_until_ns"], shelved_by=row["shelved_by"],
+                 shelve_note=row["shelve_note"], closed_ns=row["closed_ns"],
+                 notify_pending=bool(row["notify_pending"]))
 
 
 def state_of(row: Row) -> str:
-    if row["closed_ns"] is not None:
-        return "closed"
-    if row["shelved_until_ns"] is not None:
-        return "shelved"
-    if row["suppressed"]:
-        return "suppressed"
-    if row["active"]:
-        return "acknowledged" if row["acked"] else "active_unacknowledged"
-    return "cleared_unacknowledged"
+    return load(row).state
 
 
 def alert_dict(row: Row) -> dict[str, Any]:
@@ -146,16 +137,26 @@ class AlertBook:
             self.publish({"type": "alert", "transition": transition, "alert": alert})
         return alert
 
+    def _persist(self, db: Tx, alert_id: int, step: Step, now_ns: int) -> Row:
+        """Write the new lifecycle value and queue the notification it causes; the stored row."""
+        a = step.alert
+        db.execute(_UPDATE, (*(int(getattr(a, c)) if c in _BOOLS else getattr(a, c) for c in _LIFECYCLE),
+                             alert_id))
+        row: Row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if step.notify is not None:
+            self._notify(db, row, step.notify, now_ns)
+        return row
+
     def _notify(self, db: Tx, row: Row, transition: str, now_ns: int) -> int:
         """Queue notifications for this transition (respecting the flood window); how many were queued."""
         targets = routes(self.channels, severity=row["severity"], lab=row["lab"], transition=transition)
         if not targets:
             return 0
+        last = db.execute("SELECT last_ns FROM notify_window WHERE rule = ? AND machine = ?",
+                          (row["rule"], row["machine"])).fetchone()
+        if not lc.notify_due(transition, last["last_ns"] if last is not None else None, now_ns, self.window_ns):
+            return 0
         if transition != "cleared":
-            last = db.execute("SELECT last_ns FROM notify_window WHERE rule = ? AND machine = ?",
-                              (row["rule"], row["machine"])).fetchone()
-            if last is not None and now_ns - last["last_ns"] < self.window_ns:
-                return 0
             db.execute("INSERT INTO notify_window (rule, machine, last_ns) VALUES (?, ?, ?) "
                        "ON CONFLICT (rule, machine) DO UPDATE SET last_ns = excluded.last_ns",
                        (row["rule"], row["machine"], now_ns))
@@ -176,25 +177,21 @@ class AlertBook:
             row = db.execute("SELECT * FROM alerts WHERE rule = ? AND machine = ? AND closed_ns IS NULL",
                              (rule, machine)).fetchone()
             if row is None:
-                alert_id = db.execute(
-                    "INSERT INTO alerts (rule, machine, lab, severity, active, suppressed, raised_ns, last_raised_ns,"
-                    " value, message_en, message_ru) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                    (rule, machine, lab, severity, int(suppressed), now_ns, now_ns, value_json, *message),
+                step = lc.raised(now_ns, suppressed=suppressed)
+                new_id = db.execute(
+                    "INSERT INTO alerts (rule, machine, lab, severity, active, raised_ns, last_raised_ns, value, "
+                    "message_en, message_ru) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                    (rule, machine, lab, severity, now_ns, now_ns, value_json, *message),
                 ).lastrowid
-                transition = "raised"
+                assert new_id is not None
+                alert_id: int = new_id
             else:
+                step = lc.raised_again(load(row), now_ns, suppressed=suppressed)
                 alert_id = row["id"]
-                db.execute("UPDATE alerts SET active = 1, acked = 0, acked_ns = NULL, acked_by = NULL, "
-                           "ack_note = NULL, cleared_ns = NULL, count = count + 1, last_raised_ns = ?, value = ?, "
-                           "message_en = ?, message_ru = ?, suppressed = ?, severity = ? WHERE id = ?",
-                           (now_ns, value_json, *message, int(suppressed), severity, alert_id))
-                transition = "repeated"
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            if suppressed or row["shelved_until_ns"] is not None:
-                db.execute("UPDATE alerts SET notify_pending = 1 WHERE id = ?", (alert_id,))
-            else:
-                self._notify(db, row, transition, now_ns)
-        return self._after(row, transition, now_ns)
+                db.execute("UPDATE alerts SET value = ?, message_en = ?, message_ru = ?, severity = ? WHERE id = ?",
+                           (value_json, *message, severity, alert_id))
+            row = self._persist(db, alert_id, step, now_ns)
+        return self._after(row, step.transition or "repeated", now_ns)
 
     def clear(self, *, rule: str, machine: str, now_ns: int) -> dict[str, Any] | None:
         """The condition is gone: acknowledged (or suppressed) alerts close, others wait for acknowledgement."""
@@ -203,52 +200,29 @@ class AlertBook:
                              (rule, machine)).fetchone()
             if row is None:
                 return None
-            closes = bool(row["acked"]) or bool(row["suppressed"])
-            db.execute("UPDATE alerts SET active = 0, cleared_ns = ?, notify_pending = 0, closed_ns = ? "
-                       "WHERE id = ?", (now_ns, now_ns if closes else None, row["id"]))
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["id"],)).fetchone()
-            if row["shelved_until_ns"] is None and not row["suppressed"]:
-                self._notify(db, row, "cleared", now_ns)
-        return self._after(row, "closed" if closes else "cleared", now_ns)
+            step = lc.condition_cleared(load(row), now_ns)
+            row = self._persist(db, row["id"], step, now_ns)
+        return self._after(row, step.transition or "cleared", now_ns)
 
     def ack(self, alert_id: int, *, by: str, note: str, now_ns: int) -> dict[str, Any]:
-        with self.store.transaction() as db:
-            row = self._open(db, alert_id)
-            if row["acked"]:
-                return alert_dict(row)
-            closes = not row["active"]
-            db.execute("UPDATE alerts SET acked = 1, acked_ns = ?, acked_by = ?, ack_note = ?, notify_pending = 0, "
-                       "closed_ns = ? WHERE id = ?", (now_ns, by, note, now_ns if closes else None, alert_id))
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return self._after(row, "acknowledged", now_ns, by=by)
+        return self._change(alert_id, lambda a: lc.acknowledged(a, now_ns, by=by, note=note), now_ns, by=by)
 
     def shelve(self, alert_id: int, *, by: str, duration_s: float, note: str, now_ns: int) -> dict[str, Any]:
-        with self.store.transaction() as db:
-            self._open(db, alert_id)
-            db.execute("UPDATE alerts SET shelved_until_ns = ?, shelved_by = ?, shelve_note = ? WHERE id = ?",
-                       (now_ns + int(duration_s * NS), by, note, alert_id))
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return self._after(row, "shelved", now_ns, by=by, until=iso(row["shelved_until_ns"]))
+        return self._change(alert_id, lambda a: lc.shelved(a, now_ns, by=by, duration_s=duration_s, note=note),
+                            now_ns, by=by, until=iso(now_ns + int(duration_s * NS)))
 
     def unshelve(self, alert_id: int, *, now_ns: int, by: str = "") -> dict[str, Any]:
+        return self._change(alert_id, lambda a: lc.unshelved(a, now_ns), now_ns, by=by)
+
+    def _change(self, alert_id: int, event: Callable[[Alert], Step], now_ns: int, **extra: Any) -> dict[str, Any]:
+        """Apply `event` to one open alert; its new dict (unchanged when nothing happened)."""
         with self.store.transaction() as db:
             row = self._open(db, alert_id)
-            if row["shelved_until_ns"] is None:
+            step = event(load(row))
+            if step.transition is None:
                 return alert_dict(row)
-            row = self._return(db, row, now_ns, "shelved_until_ns = NULL")
-        return self._after(row, "unshelved" if row["closed_ns"] is None else "closed", now_ns, by=by)
-
-    def _return(self, db: Tx, row: Row, now_ns: int, change: str) -> Row:
-        """Back from shelved or suppressed: closed if it cleared meanwhile, else shown (and notified) again."""
-        closes = not row["active"]
-        db.execute(f"UPDATE alerts SET {change}, closed_ns = ? WHERE id = ?",  # noqa: S608 - fixed fragments
-                   (now_ns if closes else None, row["id"]))
-        new: Row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["id"],)).fetchone()
-        if not closes and new["shelved_until_ns"] is None and not new["suppressed"] and not new["acked"] \
-                and new["notify_pending"]:
-            db.execute("UPDATE alerts SET notify_pending = 0 WHERE id = ?", (row["id"],))
-            self._notify(db, new, "returned", now_ns)
-        return new
+            row = self._persist(db, alert_id, step, now_ns)
+        return self._after(row, step.transition, now_ns, **extra)
 
     def set_suppressed(self, machine: str, suppressed: bool, now_ns: int) -> list[dict[str, Any]]:
         """The machine entered or left maintenance: suppress or release its open alerts."""
@@ -257,21 +231,17 @@ class AlertBook:
             rows = db.execute("SELECT * FROM alerts WHERE machine = ? AND closed_ns IS NULL AND suppressed = ?",
                               (machine, int(not suppressed))).fetchall()
             for row in rows:
-                if suppressed:
-                    db.execute("UPDATE alerts SET suppressed = 1, notify_pending = CASE WHEN acked = 0 AND active = 1 "
-                               "THEN 1 ELSE 0 END WHERE id = ?", (row["id"],))
-                    new = db.execute("SELECT * FROM alerts WHERE id = ?", (row["id"],)).fetchone()
-                    changed.append((new, "suppressed"))
-                else:
-                    new = self._return(db, row, now_ns, "suppressed = 0")
-                    changed.append((new, "unsuppressed" if new["closed_ns"] is None else "closed"))
+                a = load(row)
+                step = lc.suppressed(a) if suppressed else lc.unsuppressed(a, now_ns)
+                if step.transition is not None:
+                    changed.append((self._persist(db, row["id"], step, now_ns), step.transition))
         return [self._after(row, transition, now_ns) for row, transition in changed]
 
     def tick(self, now_ns: int) -> list[dict[str, Any]]:
         """Auto-unshelve alerts whose shelving period is over."""
-        due = self.store.query("SELECT id FROM alerts WHERE closed_ns IS NULL AND shelved_until_ns IS NOT NULL "
+        due = self.store.query("SELECT * FROM alerts WHERE closed_ns IS NULL AND shelved_until_ns IS NOT NULL "
                                "AND shelved_until_ns <= ?", (now_ns,))
-        return [self.unshelve(r["id"], now_ns=now_ns, by="auto") for r in due]
+        return [self.unshelve(r["id"], now_ns=now_ns, by="auto") for r in due if lc.shelve_over(load(r), now_ns)]
 
     def _open(self, db: Tx, alert_id: int) -> Row:
         row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()

@@ -18,72 +18,63 @@ re-exports nor forgets. A replay writes the same points (same tags and timestamp
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+from gateway import schema
 from gateway.billing.ledger import LedgerEntry
 from gateway.billing.periods import NS, month_of
 from gateway.billing.persist import LedgerStore
 from gateway.machines import MachineMeta
-from gateway.state.influx import InfluxWriter, quote_string, tags
-from gateway.store import Store
+from gateway.sinks.export import CursorExporter
+from gateway.sinks.lineproto import text_line
+from gateway.sinks.writer import InfluxWriter
+from gateway.state.influx import machine_tags
+from gateway.store import Row, Store
 
-log = logging.getLogger(__name__)
-
-BATCH = 500
-IDLE_S = 5.0
 UNATTRIBUTED = "unattributed"
 CURSOR_KEY = "usage_exported_rowid"
 
 
 def usage_line(e: LedgerEntry, meta: MachineMeta | None, site: str, tz: ZoneInfo) -> str:
-    extra = {"month": month_of(e.start_ns, tz), "partner": e.partner or UNATTRIBUTED, "project": e.project or "",
-             "source": e.source}
-    running = e.sign * e.running_ns / NS
-    material = float(e.material_m) * e.sign
-    fields = [f"running_s={running!r}", f"material_used={material!r}", 'material_unit="m"',
-              f"jobs={e.sign if e.segment == 0 else 0}i", f"sign={e.sign}i", f"job={quote_string(e.job)}",
-              f"entry={quote_string(e.key)}"]
-    return f"usage,{tags(meta, e.machine, site, extra)} {','.join(fields)} {e.recorded_ns}"
+    tags = machine_tags(meta, e.machine, site, **{schema.MONTH: month_of(e.start_ns, tz),
+                                                  schema.PARTNER: e.partner or UNATTRIBUTED,
+                                                  schema.PROJECT: e.project or "", "source": e.source})
+    fields = {schema.USAGE_RUNNING_S: e.sign * e.running_ns / NS, schema.MATERIAL_USED: float(e.material_m) * e.sign,
+              schema.MATERIAL_UNIT: "m", schema.USAGE_JOBS: e.sign if e.segment == 0 else 0, "sign": e.sign,
+              schema.JOB: e.job, "entry": e.key}
+    line = text_line(schema.USAGE, tags, fields, e.recorded_ns)
+    assert line is not None  # every field is set
+    return line
 
 
-class UsageExporter:
+class UsageExporter(CursorExporter[Row]):
+    """The usage ledger, in the order it was appended, to the `usage` measurement (cursor: the last row id
+    InfluxDB stored, kept in the store)."""
+
+    what = "usage"
+    idle_s = 5.0
+
     def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
                  timezone: str) -> None:
+        super().__init__(writer)
         self.store = store
         LedgerStore(store)  # the ledger's tables, should the exporter start first
-        self.writer = writer
         self.machines = machines
         self.site = site
         self.tz = ZoneInfo(timezone)
         saved = store.get_json(CURSOR_KEY)
         self.after = int(saved) if saved is not None else 0
-        self.failing = False
 
-    async def export_once(self) -> int:
-        """Write the entries appended since the last export; how many (-1: InfluxDB did not take them, retry)."""
-        rows = self.store.query("SELECT rowid AS id, entry FROM ledger WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                                (self.after, BATCH))
-        if not rows:
-            return 0
-        entries = [LedgerEntry.from_dict(json.loads(r["entry"])) for r in rows]
-        lines = [usage_line(e, self.machines.get(e.machine), self.site, self.tz) for e in entries]
-        if not await self.writer.write(lines):
-            if not self.failing:
-                log.warning("usage cannot be written to influxdb yet; it is kept and retried")
-            self.failing = True
-            return -1
-        self.failing = False
+    def pending(self, limit: int) -> list[Row]:
+        return self.store.query("SELECT rowid AS id, entry FROM ledger WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                (self.after, limit))
+
+    def line(self, row: Row) -> str:
+        e = LedgerEntry.from_dict(json.loads(row["entry"]))
+        return usage_line(e, self.machines.get(e.machine), self.site, self.tz)
+
+    def advance(self, rows: Sequence[Row]) -> None:
         self.after = int(rows[-1]["id"])
         self.store.put_json(CURSOR_KEY, self.after)
-        return len(rows)
-
-    async def run(self) -> None:
-        while True:
-            n = await self.export_once()
-            if n == BATCH:
-                continue
-            await asyncio.sleep(IDLE_S if n >= 0 else 10.0)

@@ -4,16 +4,19 @@ from gateway.sinks.base import HistoryRow, HistorySource, Rejected, Sink, SinkRe
 from gateway.sinks.history import LocalHistory
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.lineproto import Encoded, Line, LineEncoder, encode
+from gateway.sinks.writer import InfluxWriter, RejectedLine
 
 __all__ = [
     "Encoded",
     "HistoryRow",
     "HistorySource",
     "InfluxSink",
+    "InfluxWriter",
     "Line",
     "LineEncoder",
     "LocalHistory",
     "Rejected",
+    "RejectedLine",
     "Sink",
     "SinkRetry",
     "WriteResult",

@@ -10,6 +10,10 @@ test: it unescapes `\,` `\=` `\ ` (and `\"` in field keys) but pairs backslashes
 cannot be written if it ends in a backslash, has an odd run of backslashes before a separator, or holds a control
 character (a newline ends the line, leading tabs and NULs are stripped, and 1.x echoes a bad line in an HTTP header
 where control characters are illegal): such readings are returned as rejected, never sent.
+
+Free text — event titles and messages, names typed by people, job file names — goes through the sanitising
+variant instead (`clean_name`, `clean_text`, `text_line`): what cannot be carried is replaced, never rejected, so
+an odd character in an alert message cannot hold back the export of the events behind it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
+from gateway.config.models import Precision
 from gateway.machines import MachineMeta
 from gateway.reading import Quality, Reading
 from gateway.sinks.base import Rejected
 
-Precision = Literal["ns", "us", "ms", "s"]
 DIVISOR: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 QUALITY_SUFFIX = "_quality"
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -49,6 +53,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ODD_BACKSLASHES_BEFORE_KEY_SPECIAL = re.compile(r"(?<!\\)\\(?:\\\\)*[, =]")
 _ODD_BACKSLASHES_BEFORE_MEASUREMENT_SPECIAL = re.compile(r"(?<!\\)\\(?:\\\\)*[, ]")
+_NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are literal inside a quoted string
+_ODD_BACKSLASHES = re.compile(r"(?<!\\)(?:\\\\)*\\(?=[, =])")
 _KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _MEASUREMENT_TABLE = str.maketrans({",": "\\,", " ": "\\ "})
 
@@ -96,6 +103,62 @@ def quote_string(s: str) -> str:
     if '"' in s:
         s = s.replace('"', '\\"')
     return f'"{s}"'
+
+
+def clean_name(s: str) -> str:
+    """Free text made into a tag key, tag value or field key that `escape_tag`/`escape_field_key` accept: control
+    characters (newlines too) become spaces, lone surrogates U+FFFD, an odd run of backslashes before a separator
+    gets one more and trailing backslashes go. Empty when nothing is left (callers leave such a tag out)."""
+    if not s.isascii():
+        s = _SURROGATE.sub("\ufffd", s)
+    s = _NAME_CONTROL.sub(" ", s)
+    if "\\" in s:
+        s = _ODD_BACKSLASHES.sub(lambda m: m.group(0) + "\\", s).rstrip("\\")
+    return s
+
+
+def clean_text(s: str) -> str:
+    """Free text made into what a string field carries unchanged: lone surrogates become U+FFFD and control
+    characters other than tab and newline (which are literal inside the quotes) become spaces."""
+    if not s.isascii():
+        s = _SURROGATE.sub("\ufffd", s)
+    return _TEXT_CONTROL.sub(" ", s)
+
+
+FieldValue = bool | int | float | str | None
+
+
+def field_value(v: object) -> str | None:
+    """A field value as line protocol, strings sanitised (`clean_text`); None for what a field cannot hold
+    (None, NaN, infinities, integers beyond 64 bits, other types)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return f"{v}i" if _INT_MIN <= v <= _INT_MAX else None
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else None
+    if isinstance(v, str):
+        return quote_string(clean_text(v))
+    return None
+
+
+def text_line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, object], ts: int) -> str | None:
+    """One line from free-text tags and fields (the exporters' points): names sanitised (`clean_name`), tags in
+    sorted key order with empty ones left out, fields in the given order without those `field_value` cannot
+    write; None when no field is left."""
+    head = escape_measurement(measurement)
+    cleaned = {clean_name(k): clean_name(v) for k, v in tags.items() if v}
+    for key, value in sorted(cleaned.items()):
+        if key and value:
+            head += f",{escape_tag(key)}={escape_tag(value)}"
+    body: dict[str, str] = {}
+    for k, v in fields.items():
+        key, text = clean_name(k), field_value(v)
+        if key and text is not None:
+            body[escape_field_key(key)] = text
+    if not body:
+        return None
+    return f"{head} {','.join(f'{k}={v}' for k, v in body.items())} {ts}"
 
 
 def machine_prefix(meta: MachineMeta) -> str:

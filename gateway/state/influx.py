@@ -1,4 +1,5 @@
-"""Events to InfluxDB: the `events` measurement, for Grafana annotations.
+"""Events, OEE and maintenance status to InfluxDB (the `events`, `oee` and `maintenance` measurements), through
+the one InfluxDB writer and the sanitising line-protocol functions (gateway/sinks/).
 
 Events are taken from the business store in id order and marked exported once InfluxDB accepted them, so an
 InfluxDB outage delays them but loses none; a replay writes the same points again (same tags and timestamp),
@@ -12,110 +13,77 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import httpx
-
-from gateway.config.models import InfluxV1, InfluxV2
+from gateway import schema
 from gateway.machines import MachineMeta
-from gateway.sinks.influx import write_target
+from gateway.sinks.export import CursorExporter, Exporter
+from gateway.sinks.lineproto import field_value, text_line
+from gateway.sinks.writer import InfluxWriter
 from gateway.state.events import Event
-from gateway.store import Store
+from gateway.store import Row, Store
 
-log = logging.getLogger(__name__)
-
-BATCH = 500
-IDLE_S = 2.0
-_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " ", "\r": " ", "\t": " "})
+__all__ = ["EventExporter", "InfluxWriter", "MaintenanceExporter", "OeeExporter", "event_line", "machine_tags",
+           "maintenance_line", "oee_line"]
 
 
-def escape_key(s: str) -> str:
-    """A tag key, tag value or field key (our names are slugs; anything odd is escaped or blanked)."""
-    return s.rstrip("\\").translate(_KEY)
-
-
-def quote_string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _field(key: str, value: object) -> str | None:
-    if isinstance(value, bool):
-        return f"{escape_key(key)}={'true' if value else 'false'}"
-    if isinstance(value, int):
-        return f"{escape_key(key)}={value}i"
-    if isinstance(value, float):
-        return f"{escape_key(key)}={value!r}" if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        return f"{escape_key(key)}={quote_string(value)}"
-    return None
-
-
-def tags(meta: MachineMeta | None, machine: str, site: str, extra: Mapping[str, str]) -> str:
-    items = {"machine": machine, "site": site, **({"lab": meta.lab} if meta and meta.lab else {}),
-             **({"kind": meta.kind} if meta else {}), **extra}
-    return ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(items.items()) if v)
+def machine_tags(meta: MachineMeta | None, machine: str, site: str, **extra: str) -> dict[str, str | None]:
+    """The tags of a point about one machine: site, lab, kind, machine, and `extra`."""
+    return {schema.MACHINE: machine, schema.SITE: site, schema.LAB: meta.lab if meta else None,
+            schema.KIND: meta.kind if meta else None, **extra}
 
 
 def event_line(e: Event, meta: MachineMeta | None, site: str) -> str:
-    extra = {"type": e.type}
-    if e.type == "alert":
-        extra["rule"] = str(e.data.get("rule", ""))
-    fields = [f"title={quote_string(e.title())}", f"text={quote_string(json.dumps(e.data, ensure_ascii=False))}"]
-    if e.id is not None:
-        fields.append(f"event_id={e.id}i")
-    for k, v in e.data.items():
-        if k in ("title", "text", "event_id"):
-            continue
-        f = _field(k, v)
-        if f is not None:
-            fields.append(f)
-    return f"events,{tags(meta, e.machine, site, extra)} {','.join(fields)} {e.ts_ns}"
+    extra = {schema.EVENT_TYPE: e.type}
+    if e.type == schema.EVENT_ALERT:
+        extra[schema.RULE] = str(e.data.get(schema.RULE, ""))
+    fields: dict[str, object] = {schema.TITLE: e.title(), "text": json.dumps(e.data, ensure_ascii=False),
+                                 "event_id": e.id}
+    fields.update((k, v) for k, v in e.data.items() if k not in fields)
+    line = text_line(schema.EVENTS, machine_tags(meta, e.machine, site, **extra), fields, e.ts_ns)
+    assert line is not None  # the title is always a field
+    return line
 
 
-OEE_FIELDS = ("availability", "performance", "quality", "oee", "planned_s", "running_s", "parts")
+OEE_FIELDS = (schema.AVAILABILITY, schema.PERFORMANCE, schema.QUALITY, schema.OEE_FIELD, schema.PLANNED_S,
+              schema.RUNNING_S, schema.PARTS)
 
 
 def oee_line(machine: str, meta: MachineMeta | None, site: str, shift: str, start_ns: int,
              result: Mapping[str, object]) -> str | None:
     """One closed shift of one machine as a point of the `oee` measurement (at the shift's start), or None
     when nothing was planned (no factor to write)."""
-    fields = [f for k in OEE_FIELDS if (f := _field(k, result.get(k))) is not None]
-    if not any(f.startswith("oee=") for f in fields):
+    fields = {k: v for k in OEE_FIELDS if field_value(v := result.get(k)) is not None}
+    if schema.OEE_FIELD not in fields:
         return None
-    return f"oee,{tags(meta, machine, site, {'shift': shift})} {','.join(fields)} {start_ns}"
+    return text_line(schema.OEE, machine_tags(meta, machine, site, **{schema.SHIFT: shift}), fields, start_ns)
 
 
-class InfluxWriter:
-    """Posts line protocol (ns precision) to the site's InfluxDB, 1.x or 2.x/3.x (events, OEE, maintenance, and
-    the usage ledger: gateway/billing/export.py)."""
+class EventExporter(CursorExporter[Row]):
+    """The business store's events, in id order, to the `events` measurement (cursor: the `exported` flag)."""
 
-    def __init__(self, cfg: InfluxV1 | InfluxV2, client: httpx.AsyncClient) -> None:
-        self.cfg = cfg
-        self.client = client
-        self.target = write_target(cfg, "ns")  # event, OEE, usage and maintenance lines carry ns timestamps
+    what = "events"
 
-    async def write(self, lines: Sequence[str]) -> bool:
-        """True when stored (or rejected for good: those lines are logged and dropped), False to retry."""
-        if not lines:
-            return True
-        try:
-            t = self.target
-            r = await self.client.post(t.url, params=t.params, headers=t.headers,
-                                       content="\n".join(lines).encode(), timeout=self.cfg.timeout_s,
-                                       auth=t.auth or httpx.USE_CLIENT_DEFAULT)
-        except httpx.HTTPError as err:
-            log.debug("events to influxdb: %s", err)
-            return False
-        if r.status_code in (200, 204):
-            return True
-        if r.status_code in (400, 422):
-            log.error("influxdb rejected event lines (%s): %.300s", r.status_code, r.text)
-            return True
-        return False
+    def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
+                 timezone: str = "Asia/Almaty") -> None:
+        super().__init__(writer)
+        self.store = store
+        self.machines = machines
+        self.site = site
+
+    def pending(self, limit: int) -> list[Row]:
+        return self.store.query("SELECT * FROM events WHERE exported = 0 ORDER BY id LIMIT ?", (limit,))
+
+    def line(self, row: Row) -> str:
+        e = Event(row["ts_ns"], row["machine"], row["type"], json.loads(row["data"]), row["id"])
+        return event_line(e, self.machines.get(e.machine), self.site)
+
+    def advance(self, rows: Sequence[Row]) -> None:
+        ids = [r["id"] for r in rows]
+        self.store.execute(f"UPDATE events SET exported = 1 WHERE id IN ({','.join('?' * len(ids))})",  # noqa: S608
+                           ids)
 
 
 def _num(v: object) -> float | None:
@@ -131,65 +99,30 @@ def maintenance_line(task: Mapping[str, Any], meta: MachineMeta | None, site: st
     if not limits:
         return None
     metric, nearest = max(limits.items(), key=lambda kv: float(kv[1]["pct"]))
-    fields = [f for f in (_field("used", _num(nearest["used"])), _field("limit", _num(nearest["limit"])),
-                          _field("unit", MAINTENANCE_UNITS.get(metric, metric)),
-                          _field("due_pct", _num(task.get("pct"))), _field("status", str(task.get("status"))))
-              if f is not None]
-    return f"maintenance,{tags(meta, str(task['machine']), site, {'task': str(task['task'])})} " \
-           f"{','.join(fields)} {ts_ns}"
-
-
-class EventExporter:
-    def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
-                 timezone: str = "Asia/Almaty") -> None:
-        self.store = store
-        self.writer = writer
-        self.machines = machines
-        self.site = site
-        self.tz = ZoneInfo(timezone)
-        self.failing = False
-
-    async def export_once(self) -> int:
-        rows = self.store.query("SELECT * FROM events WHERE exported = 0 ORDER BY id LIMIT ?", (BATCH,))
-        if not rows:
-            return 0
-        events = [Event(r["ts_ns"], r["machine"], r["type"], json.loads(r["data"]), r["id"]) for r in rows]
-        lines = [event_line(e, self.machines.get(e.machine), self.site) for e in events]
-        if not await self.writer.write(lines):
-            if not self.failing:
-                log.warning("events cannot be written to influxdb yet; they are kept and retried")
-            self.failing = True
-            return -1
-        self.failing = False
-        ids = [r["id"] for r in rows]
-        self.store.execute(f"UPDATE events SET exported = 1 WHERE id IN ({','.join('?' * len(ids))})",  # noqa: S608
-                           ids)
-        return len(rows)
-
-    async def run(self) -> None:
-        while True:
-            n = await self.export_once()
-            if n == BATCH:
-                continue
-            await asyncio.sleep(IDLE_S if n >= 0 else 10.0)
+    fields = {schema.USED: _num(nearest["used"]), schema.LIMIT: _num(nearest["limit"]),
+              schema.UNIT: MAINTENANCE_UNITS.get(metric, metric), schema.DUE_PCT: _num(task.get("pct")),
+              schema.STATUS: str(task.get("status"))}
+    return text_line(schema.MAINTENANCE, machine_tags(meta, str(task["machine"]), site, task=str(task["task"])),
+                     fields, ts_ns)
 
 
 # (machine, start_ns, end_ns) -> the OEE report of that range (see gateway.oee.oee_report)
 OeeReport = Callable[[str, int, int], Mapping[str, Any]]
 
 
-class OeeExporter:
+class OeeExporter(Exporter):
     """Writes every closed shift's OEE per machine to the `oee` measurement, once, surviving restarts.
 
     The end of the last exported shift is kept in the business store; an InfluxDB outage delays the export and
     a replay overwrites the same points (same tags, the shift's start as timestamp)."""
 
     KEY = "oee_exported_until_ns"
+    what = "OEE points"
 
     def __init__(self, store: Store, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
                  report: OeeReport, clock: Callable[[], int], *, first_ns: int) -> None:
+        super().__init__(writer)
         self.store = store
-        self.writer = writer
         self.machines = machines
         self.site = site
         self.report = report
@@ -213,7 +146,7 @@ class OeeExporter:
                     lines.append(line)
         if done_until == self.until_ns:
             return 0
-        if not await self.writer.write(lines):
+        if not await self.write(lines):
             return -1
         self.until_ns = done_until
         self.store.put_json(self.KEY, done_until)
@@ -225,13 +158,15 @@ class OeeExporter:
             await asyncio.sleep(interval_s)
 
 
-class MaintenanceExporter:
+class MaintenanceExporter(Exporter):
     """Writes every maintenance task's status to the `maintenance` measurement once a minute (best effort: a
     failed write is simply superseded by the next one)."""
 
+    what = "maintenance status points"
+
     def __init__(self, writer: InfluxWriter, machines: Mapping[str, MachineMeta], site: str,
                  tasks: Callable[[int], Sequence[Mapping[str, Any]]], clock: Callable[[], int]) -> None:
-        self.writer = writer
+        super().__init__(writer)
         self.machines = machines
         self.site = site
         self.tasks = tasks
@@ -241,7 +176,7 @@ class MaintenanceExporter:
         now = self.clock()
         lines = [line for t in self.tasks(now)
                  if (line := maintenance_line(t, self.machines.get(str(t["machine"])), self.site, now)) is not None]
-        return len(lines) if await self.writer.write(lines) else -1
+        return len(lines) if await self.write(lines) else -1
 
     async def run(self, interval_s: float = 60.0) -> None:
         while True:

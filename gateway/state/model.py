@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config.ops import StateCondition, StateMapping, StateSection
-from gateway.machines import MACHINE_STATES
 from gateway.reading import Quality, Value
+from gateway.schema import MACHINE_STATES
 
 OFFLINE, IDLE, RUNNING, PAUSED, ERROR, MAINTENANCE = MACHINE_STATES
 

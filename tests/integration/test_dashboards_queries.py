@@ -31,9 +31,10 @@ from typing import Any
 import httpx
 import pytest
 
-from dashboards import build, schema
+from dashboards import build
 from dashboards.interpolate import ALL, Context, TimeRange, Variable, apply_variable_regex
 from dashboards.validate import query_variables, targets
+from gateway import schema
 from gateway.billing.attribution import Attributor
 from gateway.billing.export import UsageExporter
 from gateway.billing.ledger import entries_from_events
@@ -300,7 +301,7 @@ async def write_lab(url: str, db: str, now_ns: int, data_dir: Path) -> None:
     finally:
         await sink.close()
         for w in writers.values():
-            await w._client.aclose()
+            await w.close()
         for o in ops.values():
             o.store.close()
         await client.aclose()

@@ -19,7 +19,16 @@ from gateway.metrics import Metrics
 from gateway.reading import Quality, Reading, Value
 from gateway.sinks.base import SinkRetry
 from gateway.sinks.influx import InfluxSink
-from gateway.sinks.lineproto import LineProtocolError, escape_field_key, escape_measurement, escape_tag
+from gateway.sinks.lineproto import (
+    LineProtocolError,
+    clean_name,
+    clean_text,
+    escape_field_key,
+    escape_measurement,
+    escape_tag,
+    text_line,
+)
+from gateway.sinks.writer import InfluxWriter, RejectedLine
 from simulators.services import InfluxDB1, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.integration
@@ -385,3 +394,29 @@ def test_roundtrip_through_real_influxd(
 
 def _ident(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+# -- property: free text through the sanitising variant always lands, as `clean_name`/`clean_text` say -------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tag=_names, key=_names, text=st.text(max_size=40))
+def test_free_text_roundtrip_through_real_influxd(influxdb: InfluxDB1, tag: str, key: str, text: str) -> None:
+    clean_key = clean_name(key)
+    assume(clean_name(tag) and clean_key and clean_key not in ("time", "n", "t", "title"))
+    db = "freetext"
+    n = next(_counter)
+    line = text_line("freetext", {"t": tag, "n": str(n)}, {"title": text, key: 1.5}, T0)
+    assert line is not None
+
+    async def write() -> list[RejectedLine]:
+        writer = InfluxWriter(v1(influxdb.url, db))
+        await writer.open()
+        try:
+            return await writer.write([line])
+        finally:
+            await writer.close()
+
+    assert asyncio.run(write()) == []
+    (row,) = series(influxdb, f"SELECT * FROM freetext WHERE n = '{n}'", db)
+    assert (row["t"], row["title"], row[clean_key]) == (clean_name(tag), clean_text(text), 1.5)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from dashboards import build, influxql, schema
+from dashboards import build, influxql
 from dashboards.influxql import InfluxQLQuery, register_influxql_variant
 from dashboards.interpolate import (
     ALL,
@@ -25,6 +25,7 @@ from dashboards.interpolate import (
     round_interval_ms,
 )
 from dashboards.validate import MIN_SCHEMA_VERSION, panels, problems, targets
+from gateway import schema
 from gateway.cli import main
 
 DASHBOARDS = build.all_dashboards()

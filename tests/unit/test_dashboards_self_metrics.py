@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import httpx
 
@@ -70,4 +71,5 @@ def test_writer_posts_to_v1_and_v2_and_survives_a_failure() -> None:
     assert seen[1].headers["authorization"].startswith("Basic ")
     assert seen[2].url.path == "/api/v2/write"
     assert seen[2].headers["authorization"] == "Token t"
-    assert b"kartech_gateway,driver=mqtt,host=h,site=s" in seen[2].content
+    assert seen[2].headers["content-encoding"] == "gzip"  # the one writer: gzip as configured, like telemetry
+    assert b"kartech_gateway,driver=mqtt,host=h,site=s" in gzip.decompress(seen[2].content)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.machines import MachineMeta
 from gateway.reading import Quality, Reading, Value
 from gateway.sinks.lineproto import (
     LineEncoder,
     LineProtocolError,
+    clean_name,
+    clean_text,
     encode,
     escape_field_key,
     escape_measurement,
     escape_tag,
+    field_value,
     quote_string,
+    text_line,
 )
 
 T0 = 1_700_000_000_123_456_789
@@ -189,3 +195,77 @@ def test_encoder_reuses_prefix_cache() -> None:
     enc = LineEncoder(MACHINES)
     first = enc.encode([rd("a", 1.0)]).lines[0].text
     assert enc.encode([rd("a", 1.0)]).lines[0].text == first
+
+
+# --- the sanitising variant, for free text (event titles and messages, names people type, job files) -------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("plain", "plain"),
+        ("two\nlines\r\n", "two lines  "),
+        ("\ttab nul\x00 del\x7f", " tab nul  del "),
+        ("lone \ud800 surrogate", "lone \ufffd surrogate"),
+        ("ends\\\\\\", "ends"),
+        ("a\\ b", "a\\\\ b"),  # an odd run of backslashes before a separator gets one more
+        ("a\\\\\\,b", "a\\\\\\\\,b"),
+        ("a\\\\,b", "a\\\\,b"),  # an even run is left alone
+        ("a\\b", "a\\b"),
+        ("\n", " "),
+        ("\\", ""),
+    ],
+)
+def test_clean_name(raw: str, clean: str) -> None:
+    assert clean_name(raw) == clean
+
+
+@settings(max_examples=500)
+@given(st.text())
+def test_a_cleaned_name_is_always_accepted_and_cleaning_is_idempotent(raw: str) -> None:
+    clean = clean_name(raw)
+    if clean:
+        escape_tag(clean)
+        escape_field_key(clean)
+    assert clean_name(clean) == clean
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_a_representable_name_is_left_unchanged(raw: str) -> None:
+    try:
+        escape_tag(raw)
+    except LineProtocolError:
+        return
+    assert clean_name(raw) == raw
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_clean_text_is_always_quotable_and_keeps_tabs_and_newlines(raw: str) -> None:
+    text = clean_text(raw)
+    assert quote_string(text).startswith('"')
+    text.encode()  # valid UTF-8
+    assert text.count("\n") == raw.count("\n")
+    assert text.count("\t") == raw.count("\t")
+    assert len(text) == len(raw)
+
+
+def test_clean_text() -> None:
+    assert clean_text("a\x00b\x1bc\rd\ne\tf\ud83d") == "a b c d\ne\tf\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(True, "true"), (False, "false"), (3, "3i"), (2**63, None), (1.5, "1.5"), (float("nan"), None),
+     (float("inf"), None), ("a\"b\x00", '"a\\"b "'), (None, None), ([1], None)],
+)
+def test_field_value(value: object, text: str | None) -> None:
+    assert field_value(value) == text
+
+
+def test_text_line_sorts_and_cleans_tags_and_drops_what_cannot_be_written() -> None:
+    line = text_line("events", {"type": "alert", "machine": "m 1\n", "lab": None, "site": "", "rule": "r\\"},
+                     {"title": "door\nopen", "count": 2, "bad": float("nan"), "key\x00": "x"}, T0)
+    assert line == f'events,machine=m\\ 1\\ ,rule=r,type=alert title="door\nopen",count=2i,key\\ ="x" {T0}'
+    assert text_line("events", {}, {"only": None}, T0) is None

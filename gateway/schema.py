@@ -1,10 +1,12 @@
-"""Measurement, tag and field names the dashboards query — one place, so a rename breaks a test, not a panel.
+"""Measurement, tag, field and state names that the InfluxDB writers and the dashboards share — one place, so a
+rename breaks a test, not a panel.
 
 Telemetry (written by `gateway.sinks.lineproto`): measurement = machine kind, tags `site`, `lab` (left out when
 unset), `machine`; one field per signal, plus `<signal>_quality` when a reading is not good.
 
-Everything else below is what the state/alert/maintenance/OEE/usage engines and the gateway's self-metrics
+Everything else below is what the state/alert/maintenance/OEE/usage exporters and the gateway's self-metrics
 writer put next to the telemetry in the same database. `dashboards/README.md` describes each measurement.
+This module imports nothing of ours: the gateway, the dashboards and the tests all depend on it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ ENERGY_KWH: Final = "energy_kwh"
 POWER_METER_KIND: Final = "power_meter"
 QUALITY_SUFFIX: Final = "_quality"
 
-MACHINE_STATES: Final = ("offline", "idle", "running", "paused", "error", "maintenance")
+# --- machine states: the one definition (gateway/state/model.py maps reported values onto them) ---------------
+OFFLINE: Final = "offline"
+IDLE: Final = "idle"
+RUNNING: Final = "running"
+PAUSED: Final = "paused"
+ERROR: Final = "error"
+MAINTENANCE_STATE: Final = "maintenance"
+MACHINE_STATES: Final = (OFFLINE, IDLE, RUNNING, PAUSED, ERROR, MAINTENANCE_STATE)
 
 # --- events (gateway/state/influx.py): tags site, lab, kind, machine, type (+ rule for alerts) ---------------
 EVENTS: Final = "events"
@@ -50,8 +59,10 @@ DONE_BY: Final = "by"
 RULE: Final = "rule"  # tag
 SEVERITY: Final = "severity"  # field: info | warning | critical
 ALERT_ID: Final = "alert_id"  # field (integer)
-ALERT_STATE: Final = "state"  # field: active_unacknowledged | acknowledged | cleared_unacknowledged | shelved ...
-ALERT_CLOSED: Final = "closed"  # the one state that is not active
+ALERT_STATE: Final = "state"  # field: one of ALERT_STATES (gateway/alerts/lifecycle.py)
+ALERT_CLOSED: Final = "closed"  # the one state that is not open
+ALERT_STATES: Final = ("active_unacknowledged", "acknowledged", "cleared_unacknowledged", "shelved", "suppressed",
+                       ALERT_CLOSED)
 TRANSITION: Final = "transition"  # field: raised | repeated | acknowledged | cleared | shelved | closed ...
 ALERT_RAISED: Final = "raised"
 MESSAGE: Final = "message"  # field
