@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.config.ops import SEVERITY_RANK, Channel
+from gateway.config.operations import SEVERITY_RANK, Channel
 from gateway.errors import KartechError
 from gateway.notify.routing import routes
 from gateway.state.events import Event

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 from gateway.config.models import MqttBroker
-from gateway.config.ops import Channel, EmailChannel, MqttChannel, TelegramChannel, WebhookChannel
+from gateway.config.operations import Channel, EmailChannel, MqttChannel, TelegramChannel, WebhookChannel
 from gateway.errors import KartechError
 
 CLIENT_ID_PREFIX = "kartech-notify-"  # every MQTT notification connects with this prefix and a random tail

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from gateway.config.models import MqttBroker
-from gateway.config.ops import StateTopics
+from gateway.config.operations import StateTopics
 from gateway.state.events import Event
 from gateway.state.model import iso
 

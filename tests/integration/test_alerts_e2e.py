@@ -168,8 +168,8 @@ async def until(predicate: Any, timeout_s: float, what: str) -> None:
 
 async def drained(rt: Runtime) -> bool:
     """Every notification the alerts queued is sent (or given up): nothing more goes out unless an alert moves."""
-    assert rt.ops is not None
-    return "pending" not in rt.ops.notifier.stats()
+    assert rt.services is not None
+    return "pending" not in rt.services.notifier.stats()
 
 
 async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, Any], machine: str, signal: str,
@@ -186,7 +186,7 @@ async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, 
         pub.loop_stop()
 
     async def arrived() -> bool:
-        return bool(rt.live.machine(machine)["signals"].get(signal, {}).get("value") == value)
+        return bool(rt.stage.machine(machine)["signals"].get(signal, {}).get("value") == value)
 
     await until(arrived, 10, f"the marker reading {signal}={value} of {machine}")
 
@@ -202,7 +202,7 @@ async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restar
             lab.start()
             try:
                 async def printing() -> bool:
-                    return bool(rt.live.machine("x1c-01")["state"] == "running")
+                    return bool(rt.stage.machine("x1c-01")["state"] == "running")
 
                 await until(printing, 10, "the printer printing")
                 lab.inject_fault("x1c-01", "thermal_runaway")
