@@ -26,7 +26,7 @@ from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import compile_rules
 from gateway.billing.export import UsageExporter
 from gateway.billing.service import UsageLedger
-from gateway.config.operations import cross_checks
+from gateway.config.references import cross_checks
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError
 from gateway.machines import MachineMeta

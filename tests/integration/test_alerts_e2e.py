@@ -174,8 +174,8 @@ async def drained(rt: Runtime) -> bool:
 
 async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, Any], machine: str, signal: str,
                          value: float) -> None:
-    """Publish one reading with a value not sent before and wait until the live hub (and with it the alert
-    engine, which it calls for every update) has it: everything published before it has been processed."""
+    """Publish one reading with a value not sent before and wait until the state stage (and with it the alert
+    rules, which it runs on every frame) has processed it: everything published before it has been processed."""
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"marker-{uuid.uuid4().hex[:6]}")
     pub.connect("127.0.0.1", port)
     pub.loop_start()
@@ -186,7 +186,8 @@ async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, 
         pub.loop_stop()
 
     async def arrived() -> bool:
-        return bool(rt.stage.machine(machine)["signals"].get(signal, {}).get("value") == value)
+        seen = rt.stage.state_of(machine).signals.get(signal)
+        return seen is not None and seen.value == value
 
     await until(arrived, 10, f"the marker reading {signal}={value} of {machine}")
 
