@@ -39,7 +39,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from drivers.mqtt.config import MqttBroker
-from gateway.config.ops import MqttChannel
+from gateway.config.operations import MqttChannel
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from gateway.config.ops import WEEKDAYS, ShiftsSection
+from gateway.config.operations import WEEKDAYS, ShiftsSection
 from gateway.state.model import RUNNING, iso
 
 NS = 1_000_000_000

@@ -1,6 +1,9 @@
-"""From drivers to sinks: a bounded ingest queue, the live hub, the durable outbox, and one writer per sink.
+"""From drivers to sinks: a bounded ingest queue, the live view, the durable outbox, and one writer per sink.
 
-Readings are committed to the outbox in groups; only then are their sources acknowledged (an MQTT PUBACK).
+Readings are committed to the outbox in groups; only then are their sources acknowledged (an MQTT PUBACK), and
+only then are they handed to the state stage (states, alerts, the business store: `gateway.state.stage`), which
+runs as a task of its own — the commit and the acknowledgement never wait for it. The latest-values view is
+updated as readings are taken in (a dictionary write per reading).
 Each sink writer follows the outbox from its own cursor: from memory while it keeps up, from disk after a
 restart or a long outage. Memory is bounded everywhere: the ingest queue holds at most `queue_size` readings, a
 sink writer keeps at most that many in memory, and the outbox is bounded in bytes with a configured policy.
@@ -20,16 +23,17 @@ from typing import Any
 from gateway.backoff import Backoff
 from gateway.driver import Ack
 from gateway.errors import SinkConfigError
-from gateway.live import LiveHub
+from gateway.live import LiveValues
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox, OutboxError
 from gateway.reading import Reading, storable
 from gateway.sinks.base import Rejected, Sink, SinkRetry, WriteResult
+from gateway.state.stage import StateStage
 
 log = logging.getLogger(__name__)
 
 DROP_REPORT_INTERVAL_S = 60.0
-ABSORB_SLICE = 500  # driver batches taken into the live view between two yields to the event loop
+ABSORB_SLICE = 500  # driver batches taken in between two yields to the event loop
 
 
 @dataclass(slots=True)
@@ -259,19 +263,20 @@ class SinkWorker:
 
 @dataclass
 class Pipeline:
-    """Takes what drivers emit, updates the live hub, commits groups to the outbox, then acknowledges sources."""
+    """Takes what drivers emit into the live view, commits groups to the outbox, acknowledges sources, then hands
+    the committed readings to the state stage."""
 
     ingest: IngestQueue
-    live: LiveHub
+    values: LiveValues
     metrics: Metrics
     outbox: Outbox
     workers: list[SinkWorker] = field(default_factory=list)
+    stage: StateStage | None = None
     commit_interval_s: float = 0.02
     _pending: list[Batch] = field(default_factory=list)
     _pending_readings: int = 0
     _dropped_unreported: int = 0
     _dropped_reported_at: float | None = None
-    _live_error_logged_at: float | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.2, cap_s=10.0))
     state: str = "ok"
     last_error: str = ""
@@ -314,25 +319,16 @@ class Pipeline:
         received: dict[str, int] = {}
         for b in batches:
             if b.readings:
-                # one live update per driver batch: alert rules see every value a machine sent, not only the last
-                try:
-                    self.live.update(b.readings)
-                except Exception:  # a bug downstream of the live view must never stop telemetry being stored
-                    self._live_failed(b)
+                self.values.apply(b.readings)
                 received[b.driver] = received.get(b.driver, 0) + len(b.readings)
                 self._pending_readings += len(b.readings)
         for driver, n in received.items():
             self.metrics.inc("readings_received_total", n, driver=driver)
         self._pending += batches
 
-    def _live_failed(self, batch: Batch) -> None:
-        self.metrics.inc("live_update_errors_total", driver=batch.driver)
-        now = time.monotonic()
-        if self._live_error_logged_at is None or now - self._live_error_logged_at >= DROP_REPORT_INTERVAL_S:
-            self._live_error_logged_at = now
-            log.exception("live view, state engine or alert rules failed on %d reading(s) from %s (machine %s); "
-                          "the readings are stored all the same", len(batch.readings), batch.driver,
-                          batch.readings[0].machine)
+    def _publish(self, msg: dict[str, Any]) -> None:
+        if self.stage is not None:
+            self.stage.fanout.publish(msg)
 
     async def _commit(self) -> bool:
         readings = [r for b in self._pending for r in b.readings]
@@ -360,6 +356,8 @@ class Pipeline:
         if seq is not None:
             for w in self.workers:
                 w.committed(seq, readings)
+            if self.stage is not None:
+                self.stage.offer(readings)
         self._pending, self._pending_readings = [], 0
         return True
 
@@ -378,14 +376,14 @@ class Pipeline:
                 # once when dropping starts, then a summary at most every interval (not one line per commit)
                 log.error("outbox full (%d bytes): dropped the %d oldest queued readings%s", self.outbox.max_bytes,
                           self._dropped_unreported, "" if last is None else " since the last report")
-                self.live.publish_event({"type": "gateway", "event": "outbox_dropped",
+                self._publish({"type": "gateway", "event": "outbox_dropped",
                                          "readings": self._dropped_unreported})
                 self._dropped_unreported, self._dropped_reported_at = 0, now
             return True
         if self.state != "backpressure":
             log.error("outbox full (%d bytes): not taking or acknowledging new data until sinks catch up",
                       self.outbox.max_bytes)
-            self.live.publish_event({"type": "gateway", "event": "outbox_full"})
+            self._publish({"type": "gateway", "event": "outbox_full"})
             self.metrics.inc("outbox_full_total")
         self.state, self.last_error = "backpressure", "outbox full"
         await self.outbox.space.wait()

@@ -21,17 +21,18 @@ from gateway.datadir import private_dir
 from gateway.driver import Driver, DriverEnv, DriverSpec
 from gateway.embedded_broker import EmbeddedBroker, rules_for
 from gateway.errors import ConfigError, SinkConfigError
-from gateway.live import LiveHub
+from gateway.live import LiveValues
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox, OutboxError
 from gateway.pipeline import IngestQueue, Pipeline, SinkWorker
 from gateway.reading import Value
 from gateway.self_metrics import SelfMetricsWriter
+from gateway.services import Services
 from gateway.sinks.base import Sink, SinkRetry
 from gateway.sinks.history import LocalHistory
 from gateway.sinks.influx import InfluxSink
-from gateway.state.operations import Operations
+from gateway.state.stage import StateStage
 from gateway.supervisor import SupervisedContext, backoff_of, supervise
 from gateway.watchdog import LoopWatchdog
 
@@ -68,8 +69,10 @@ def describe_metrics(metrics: Metrics) -> None:
         ("sink_queue_readings", "gauge", "Readings waiting for a sink."),
         ("ingest_queue_readings", "gauge", "Readings waiting between drivers and sinks."),
         ("sink_retries_total", "counter", "Batches a sink failed to take and that are retried."),
-        ("live_update_errors_total", "counter", "Batches the live view, state engine or alert rules failed on "
-         "(the readings were stored all the same)."),
+        ("live_update_errors_total", "counter", "State stage iterations the state engine, alert rules or the "
+         "business store failed on, by driver (the readings were stored all the same)."),
+        ("state_coalesced_readings_total", "counter", "Readings the state stage skipped while it was behind (it "
+         "kept the latest value of every signal)."),
         ("sink_batch_seconds_sum", "counter", "Time spent writing batches that succeeded."),
         ("sink_batch_seconds_count", "counter", "Batches written."),
     ):
@@ -77,7 +80,7 @@ def describe_metrics(metrics: Metrics) -> None:
 
 
 class Runtime:
-    """One gateway: drivers, pipeline, sinks, live hub and the HTTP API."""
+    """One gateway: drivers, pipeline, sinks, live view, state stage, services and the HTTP API."""
 
     def __init__(self, cfg: SiteConfig, specs: Mapping[str, DriverSpec[Any]], *, data_dir: Path | None = None,
                  tokens: Mapping[str, tuple[str, Role]] | None = None, serve_api: bool = True) -> None:
@@ -86,9 +89,12 @@ class Runtime:
         self.data_dir = Path(data_dir or cfg.storage.data_dir)
         self.metrics = Metrics()
         describe_metrics(self.metrics)
-        self.live = LiveHub(machine_metas(cfg), state=cfg.state)
-        self.ops: Operations | None = None  # alerts, maintenance, OEE, events: built in run() (needs broker ports)
-        self.ops_error = ""
+        metas = machine_metas(cfg)
+        self.values = LiveValues(metas, stale_min_s=cfg.state.stale_min_s)
+        self.stage = StateStage(metas, self.values, section=cfg.state, metrics=self.metrics,
+                                capacity=cfg.storage.queue_size)
+        self.services: Services | None = None  # alerts, maintenance, OEE, events: built in run() (broker ports)
+        self.services_error = ""
         self.tokens: dict[str, tuple[str, Role]] = {t.token: (t.name, t.role) for t in cfg.api.tokens}
         self.tokens.update(tokens or {})
         self.serve_api = serve_api
@@ -175,7 +181,7 @@ class Runtime:
         reasons += [f"sink {n}: failing" for n, s in sinks.items() if s["state"] == "failing"]
         if pipe["outbox"].get("state", "ok") != "ok":
             reasons.append(f"outbox: {pipe['outbox']['state']}")
-        if self.ops_error:
+        if self.services_error:
             reasons.append("operations: business store unavailable")
         if self.watchdog.degraded_reason:
             reasons.append(self.watchdog.degraded_reason)
@@ -189,7 +195,7 @@ class Runtime:
             "drivers": drivers,
             "sinks": sinks,
             "outbox": pipe["outbox"],
-            **({"operations_error": self.ops_error} if self.ops_error else {}),
+            **({"operations_error": self.services_error} if self.services_error else {}),
             "ingest_queued": pipe.get("ingest_queued", 0),
             "machines": len(self.cfg.machines),
         }
@@ -230,20 +236,21 @@ class Runtime:
                 )
                 for s in self.sinks
             ]
-            self.pipeline = Pipeline(ingest, self.live, self.metrics, self.outbox, workers,
+            self.pipeline = Pipeline(ingest, self.values, self.metrics, self.outbox, workers, stage=self.stage,
                                      commit_interval_s=ob.commit_interval_s)
             ingest.bind_loop(asyncio.get_running_loop())
             tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
+            tasks.append(asyncio.create_task(self.stage.run(), name="state"))
             tasks += [asyncio.create_task(w.run(), name=f"sink:{w.sink.name}") for w in workers]
             tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
             try:
-                self.ops = Operations(self.cfg, self.live, self.data_dir, metas=machine_metas(self.cfg))
+                self.services = Services(self.cfg, self.stage, self.data_dir, metas=machine_metas(self.cfg))
             except (OSError, sqlite3.Error) as err:
                 # telemetry keeps flowing; alerts, maintenance and OEE answer 503 and health says why
-                self.ops_error = f"business store in {self.data_dir}: {err}"
-                log.error("alerts, maintenance and OEE are off: %s", self.ops_error)
+                self.services_error = f"business store in {self.data_dir}: {err}"
+                log.error("alerts, maintenance and OEE are off: %s", self.services_error)
             else:
-                tasks.append(asyncio.create_task(self.ops.run(), name="operations"))
+                tasks.append(asyncio.create_task(self.services.run(), name="operations"))
             critical = list(tasks)  # these never end by themselves; if one fails, the gateway stops loudly
             if storage.influxdb is not None:  # the gateway's own health, for the Grafana "Gateway health" dashboard
                 writer = SelfMetricsWriter(self.metrics, storage.influxdb, site=self.cfg.site.id)
@@ -252,7 +259,7 @@ class Runtime:
             expected = {m.id: m.expected_interval_s for m in self.cfg.machines}
             for driver in self._drivers():
                 quiet_s = min((expected[mid] for mid in driver.machine_ids if mid in expected), default=None)
-                ctx = SupervisedContext(driver, ingest, self.live, self.metrics, backoff=backoff_of(driver.retry),
+                ctx = SupervisedContext(driver, ingest, self.stage, self.metrics, backoff=backoff_of(driver.retry),
                                         timestamps=self.cfg.timestamps,
                                         stall_after_s=None if quiet_s is None else
                                         max(3 * quiet_s, self.cfg.state.stale_min_s))
@@ -262,9 +269,9 @@ class Runtime:
             if self.serve_api:
                 api_ready = asyncio.Event()
                 app = create_app(ApiContext(
-                    site_id=self.cfg.site.id, site_name=self.cfg.site.name, live=self.live, metrics=self.metrics,
+                    site_id=self.cfg.site.id, site_name=self.cfg.site.name, machines=self.stage, metrics=self.metrics,
                     tokens=self.tokens, history=self._history if self.history else None, health=self.health,
-                    version=__version__, extra={"ops": self.ops}, max_body_bytes=self.cfg.api.max_body_bytes,
+                    version=__version__, services=self.services, max_body_bytes=self.cfg.api.max_body_bytes,
                     partners={t.token: t.partner for t in self.cfg.api.tokens if t.partner is not None},
                 ))
                 server = asyncio.create_task(serve(app, self.cfg.api.host, self.cfg.api.port, api_ready), name="api")
@@ -286,9 +293,9 @@ class Runtime:
             if self.outbox is not None:
                 with contextlib.suppress(Exception):
                     await self.outbox.close()
-            if self.ops is not None:
+            if self.services is not None:
                 with contextlib.suppress(Exception):
-                    await self.ops.close()
+                    await self.services.close()
             for broker in self.brokers.values():
                 with contextlib.suppress(Exception):
                     await broker.stop()
@@ -297,7 +304,9 @@ class Runtime:
         last_purge = 0.0
         while True:
             await asyncio.sleep(TICK_S)
-            self.live.tick()
+            self.stage.tick()
+            if self.services is not None:
+                self.services.tick()
             if isinstance(self.history, LocalHistory) and time.monotonic() - last_purge > PURGE_EVERY_S:
                 last_purge = time.monotonic()
                 await self.history.purge(time.time_ns())

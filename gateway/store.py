@@ -140,8 +140,19 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """All statements inside commit together (or not at all)."""
+        """All statements inside commit together (or not at all). Inside another transaction, a savepoint: the
+        state stage runs one transaction per iteration, and the alert book's own transactions nest in it."""
         with self._lock:
+            if self._db.in_transaction:
+                self._db.execute("SAVEPOINT nested")
+                try:
+                    yield Tx(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK TO nested")
+                    self._db.execute("RELEASE nested")
+                    raise
+                self._db.execute("RELEASE nested")
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield Tx(self._db)

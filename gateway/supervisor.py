@@ -19,10 +19,10 @@ from gateway.backoff import Backoff
 from gateway.config.models import Timestamps
 from gateway.driver import Ack, Driver, Retry
 from gateway.errors import DriverUnavailable
-from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestQueue
 from gateway.reading import Reading, now_ns
+from gateway.state.stage import StateStage
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class SupervisedContext:
     """The gateway's `DriverContext` (gateway/driver.py) for one driver, plus what health and metrics read about
     it (connected, stalled, restarts, last error). Drivers see only the protocol's members."""
 
-    def __init__(self, driver: Driver, ingest: IngestQueue, live: LiveHub, metrics: Metrics, *,
+    def __init__(self, driver: Driver, ingest: IngestQueue, live: StateStage, metrics: Metrics, *,
                  backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
                  timestamps: Timestamps | None = None, stall_after_s: float | None = None) -> None:
         self.name = driver.name

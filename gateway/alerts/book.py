@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.alerts import lifecycle as lc
 from gateway.alerts.lifecycle import OPEN_STATES, Alert, AlertClosed, AlertNotFound, Step
-from gateway.config.ops import SEVERITY_RANK, Channel
+from gateway.config.operations import SEVERITY_RANK, Channel
 from gateway.notify.routing import routes
 from gateway.state.events import Event
 from gateway.state.model import iso

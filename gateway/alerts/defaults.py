@@ -7,7 +7,7 @@ A site rule with the same id replaces a built-in one; `alerts.disable` switches 
 
 from __future__ import annotations
 
-from gateway.config.ops import (
+from gateway.config.operations import (
     AlertRule,
     AlertsSection,
     Check,

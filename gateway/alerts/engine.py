@@ -1,4 +1,4 @@
-"""Evaluates alert rules on every machine update and every second, and drives the alert book.
+"""Evaluates alert rules on every frame of readings and every second, and drives the alert book.
 
 One `Memory` per rule and machine holds the debounce timers, the hysteresis state and (for rate rules) recent
 samples. After a restart, rules whose alert is still open and active start active, so a condition that still
@@ -12,18 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.alerts.book import AlertBook
-from gateway.alerts.rules import CompiledRule, MachineView, Memory, Outcome, debounce
+from gateway.alerts.rules import CompiledRule, Memory, Outcome, debounce
 from gateway.alerts.templates import render
-from gateway.live import MachineLive
 from gateway.machines import MachineMeta
 from gateway.reading import Reading
-from gateway.state.events import Event
-from gateway.state.model import MAINTENANCE
+from gateway.state.model import MachineView
+from gateway.state.stage import Frame
 
 log = logging.getLogger(__name__)
 
 
 class AlertEngine:
+    """The alert rules as a step of the state stage: every frame of an iteration at once, every machine a tick."""
+
     def __init__(self, rules: Sequence[CompiledRule], book: AlertBook, machines: Sequence[MachineMeta]) -> None:
         self.book = book
         self.rules: dict[str, list[CompiledRule]] = {m.id: [r for r in rules if r.applies(m)] for m in machines}
@@ -36,18 +37,22 @@ class AlertEngine:
                 mem.active = True
         self._maintenance: dict[str, bool] = {}
 
-    @staticmethod
-    def view(m: MachineLive) -> MachineView:
-        # rules see the machine's own state; maintenance mode suppresses their alerts instead of hiding them
-        return MachineView(m.meta, m.signals, m.underlying, m.state_since_ns, m.last_seen_ns)
+    def observe(self, frames: Sequence[Frame], now_ns: int) -> None:
+        """Evaluate the rules on every frame, in order: each frame is the machine as one set of values left it."""
+        for f in frames:
+            self.evaluate(f.view, now_ns, f.readings)
 
-    def evaluate(self, m: MachineLive, now_ns: int, readings: Sequence[Reading] = ()) -> list[dict[str, Any]]:
+    def tick(self, machines: Sequence[MachineView], now_ns: int) -> None:
+        for m in machines:
+            self.evaluate(m, now_ns)
+        self.book.tick(now_ns)
+
+    def evaluate(self, view: MachineView, now_ns: int, readings: Sequence[Reading] = ()) -> list[dict[str, Any]]:
         """Evaluate every rule of one machine; the alerts raised or cleared."""
-        self._suppression(m, now_ns)
-        view = self.view(m)
+        self._suppression(view, now_ns)
         changed: list[dict[str, Any]] = []
-        for rule in self.rules.get(m.meta.id, ()):
-            mem = self.memory[(rule.id, m.meta.id)]
+        for rule in self.rules.get(view.meta.id, ()):
+            mem = self.memory[(rule.id, view.meta.id)]
             if readings:
                 rule.feed(mem, readings)
             outcome = rule.evaluate(view, mem, now_ns)
@@ -55,7 +60,7 @@ class AlertEngine:
             if decision == "raise":
                 changed.append(self._raise(rule, view, outcome, now_ns))
             elif decision == "clear":
-                cleared = self.book.clear(rule=rule.id, machine=m.meta.id, now_ns=now_ns)
+                cleared = self.book.clear(rule=rule.id, machine=view.meta.id, now_ns=now_ns)
                 if cleared is not None:
                     changed.append(cleared)
         return changed
@@ -69,20 +74,7 @@ class AlertEngine:
                                 message=(en, ru), value=outcome.value, now_ns=now_ns,
                                 suppressed=self._maintenance.get(view.meta.id, False))
 
-    def _suppression(self, m: MachineLive, now_ns: int) -> None:
-        in_maintenance = m.state == MAINTENANCE
-        if self._maintenance.get(m.meta.id, False) != in_maintenance:
-            self._maintenance[m.meta.id] = in_maintenance
-            self.book.set_suppressed(m.meta.id, in_maintenance, now_ns)
-
-    # --- LiveListener -------------------------------------------------------------------------------------
-    def machine_updated(self, machine: MachineLive, readings: Sequence[Reading], now_ns: int) -> None:
-        self.evaluate(machine, now_ns, readings)
-
-    def ticked(self, machines: Sequence[MachineLive], now_ns: int) -> None:
-        for m in machines:
-            self.evaluate(m, now_ns)
-        self.book.tick(now_ns)
-
-    def event(self, event: Event) -> None:
-        return None
+    def _suppression(self, view: MachineView, now_ns: int) -> None:
+        if self._maintenance.get(view.meta.id, False) != view.maintenance:
+            self._maintenance[view.meta.id] = view.maintenance
+            self.book.set_suppressed(view.meta.id, view.maintenance, now_ns)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.config.ops import (
+from gateway.config.operations import (
     AlertRule,
     Check,
     ConditionRule,
@@ -24,7 +24,7 @@ from gateway.config.ops import (
 from gateway.machines import MachineMeta
 from gateway.reading import Quality, Reading, Value
 from gateway.state.derive import NS, number
-from gateway.state.model import OFFLINE, SignalValue, normalise
+from gateway.state.model import OFFLINE, MachineView, SignalValue, normalise
 
 Decision = Literal["raise", "clear"] | None
 
@@ -45,15 +45,6 @@ class Memory:
     raw: bool = False
     pending_since_ns: int | None = None
     samples: deque[tuple[int, float]] = field(default_factory=deque)
-
-
-@dataclass(frozen=True, slots=True)
-class MachineView:
-    meta: MachineMeta
-    signals: Mapping[str, SignalValue]
-    state: str
-    state_since_ns: int | None
-    last_seen_ns: int | None
 
 
 def check_holds(check: Check, signals: Mapping[str, SignalValue]) -> bool | None:

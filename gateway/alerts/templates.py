@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.alerts.rules import MachineView, Outcome
-from gateway.config.ops import AlertRule, RateRule, ThresholdRule
+from gateway.alerts.rules import Outcome
+from gateway.config.operations import AlertRule, RateRule, ThresholdRule
+from gateway.state.model import MachineView
 
 NS = 1_000_000_000
 

@@ -30,12 +30,12 @@ from gateway.api.auth import bearer_token, context_of, current_principal, find_p
 from gateway.api.billing import router as billing_router
 from gateway.api.context import ApiContext
 from gateway.api.guard import Guard
-from gateway.api.ops import router as ops_router
+from gateway.api.operations import router as operations_router
 from gateway.api.times import parse_time
 from gateway.errors import KartechError
-from gateway.live import iso
 from gateway.reading import Value, now_ns
 from gateway.redact import RedactingFilter, redact, redact_obj, secret_param
+from gateway.state.model import iso
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ _UNKNOWN_MACHINE: Responses = {404: {"model": ErrorOut, "description": "unknown 
 
 # --- helpers ----------------------------------------------------------------------------------------------
 def _known_machine(ctx: ApiContext, machine_id: str) -> None:
-    if not ctx.live.has(machine_id):
+    if not ctx.machines.has(machine_id):
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND,
             detail=f"unknown machine '{machine_id}'; GET /api/v1/machines lists the known ones",
@@ -138,7 +138,7 @@ def page() -> FileResponse:
 @protected.get("/api/v1/machines", tags=["machines"], responses={200: {"model": list[MachineOut]}})
 def machines(ctx: Ctx) -> list[dict[str, Any]]:
     """Every machine with its live state and latest value of each signal."""
-    return ctx.live.machines()
+    return ctx.machines.machines()
 
 
 @protected.get("/api/v1/machines/{machine_id}", tags=["machines"],
@@ -146,7 +146,7 @@ def machines(ctx: Ctx) -> list[dict[str, Any]]:
 def machine(machine_id: str, ctx: Ctx) -> dict[str, Any]:
     """One machine with its live state and latest value of each signal."""
     _known_machine(ctx, machine_id)
-    return ctx.live.machine(machine_id)
+    return ctx.machines.machine(machine_id)
 
 
 @protected.get("/api/v1/machines/{machine_id}/history", tags=["machines"], response_model=HistoryOut,
@@ -229,14 +229,14 @@ async def live(websocket: WebSocket) -> None:
             await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token" if principal is None
                                   else "a partner token reads only its usage and statements")
         return
-    queue = ctx.live.subscribe()
+    queue = ctx.machines.fanout.subscribe()
     try:
-        await websocket.send_json({"type": "snapshot", "machines": ctx.live.machines()})
+        await websocket.send_json({"type": "snapshot", "machines": ctx.machines.machines()})
         await _stream(websocket, queue)
     except (WebSocketDisconnect, OSError):
         log.debug("live client left during the snapshot")
     finally:
-        ctx.live.unsubscribe(queue)
+        ctx.machines.fanout.unsubscribe(queue)
 
 
 async def _token_from_first_message(websocket: WebSocket) -> str | None:
@@ -343,7 +343,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(public)
     app.include_router(protected)
-    app.include_router(ops_router)
+    app.include_router(operations_router)
     app.include_router(billing_router)
     app.mount("/static/docs", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from gateway.api.auth import Principal, any_principal, context_of, require_role
 from gateway.api.context import ApiContext
-from gateway.api.ops import ErrorOut, ops_of
+from gateway.api.operations import ErrorOut, services_of
 from gateway.billing.documents import MEDIA_TYPES, render, statement_of
 from gateway.billing.ledger import LedgerEntry
 from gateway.billing.periods import NS, month_span
@@ -51,7 +51,7 @@ _PARTNER: Responses = {404: _error("no such partner, or no billing section in th
 
 
 def _billing(ctx: ApiContext) -> BillingSection:
-    b = ops_of(ctx).cfg.billing
+    b = services_of(ctx).cfg.billing
     if b is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "billing is not configured on this gateway (no billing "
                             "section in the site file)")
@@ -106,7 +106,7 @@ def usage(
 ) -> UsageOut:
     """Ledger entries, in the order they were recorded. Entries are never edited: a correction or an assignment
     shows as a reversal (sign -1) and a replacement."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     partner = _may_read(who, partner)
     if unattributed and who.role != "admin":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins list unattributed usage")
@@ -143,7 +143,7 @@ def statement(
 ) -> Response:
     """A partner's statement for a calendar month: a line per job and day, subtotals per machine and project,
     contract discount, VAT and total. The CSV is byte-identical for the same ledger."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     _may_read(who, partner)
     b = _billing(ctx)
     _known(b, partner)
@@ -189,7 +189,7 @@ def assign(
 ) -> AssignOut:
     """Bill unattributed usage to a partner (and project). Audited: the ledger gets a reversal of the entry and
     a replacement with the partner, both naming who did it and when; nothing is edited."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     key = ops.usage.ledger.key_of(entry_id)
     if key is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ledger entry {entry_id}; GET /api/v1/usage?"

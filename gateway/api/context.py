@@ -6,9 +6,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.reading import Value
+from gateway.services import Services
+from gateway.state.stage import StateStage
 
 Role = Literal["admin", "technician", "viewer", "partner"]
 
@@ -20,12 +21,12 @@ HistoryQuery = Callable[[str, str, int, int, int], Awaitable[list[tuple[int, Val
 class ApiContext:
     site_id: str
     site_name: str
-    live: LiveHub
+    machines: StateStage  # machine objects (latest values and states) and the WebSocket fan-out
     metrics: Metrics
     tokens: Mapping[str, tuple[str, Role]]  # token -> (name, role)
     history: HistoryQuery | None
     health: Callable[[], dict[str, Any]]
     version: str = "0.1.0"
     max_body_bytes: int = 1 << 20  # larger request bodies are answered 413 without being read
-    extra: dict[str, Any] = field(default_factory=dict)
+    services: Services | None = None  # alerts, maintenance, events, OEE, billing; None: the business store is off
     partners: Mapping[str, str] = field(default_factory=dict)  # token -> partner id, for tokens of role partner

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.ops import cross_checks as ops_checks
+from gateway.config.references import cross_checks as ops_checks
 from gateway.config.site import SiteConfig, site_model
 from gateway.driver import DriverSpec
 from gateway.errors import ConfigError

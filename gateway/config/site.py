@@ -19,7 +19,13 @@ from gateway.config.models import (
     Strict,
     Timestamps,
 )
-from gateway.config.ops import AlertsSection, MaintenanceSection, NotificationsSection, ShiftsSection, StateSection
+from gateway.config.operations import (
+    AlertsSection,
+    MaintenanceSection,
+    NotificationsSection,
+    ShiftsSection,
+    StateSection,
+)
 
 
 class SiteConfig(Strict):

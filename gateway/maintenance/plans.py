@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.ops import MaintenancePlan, Usage
+from gateway.config.operations import MaintenancePlan, Usage
 from gateway.machines import MachineMeta
 
 NS = 1_000_000_000

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.alerts.book import AlertBook
-from gateway.config.ops import MaintenancePlan, MaintenanceSection
+from gateway.config.operations import MaintenancePlan, MaintenanceSection
 from gateway.errors import KartechError
 from gateway.machines import MachineMeta
 from gateway.maintenance.plans import Baseline, applies, evaluate, used_since

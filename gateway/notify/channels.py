@@ -18,7 +18,7 @@ import httpx
 
 from drivers.mqtt.client import connect_args, new_client
 from drivers.mqtt.config import MqttBroker
-from gateway.config.ops import Channel, EmailChannel, MqttChannel, TelegramChannel, WebhookChannel
+from gateway.config.operations import Channel, EmailChannel, MqttChannel, TelegramChannel, WebhookChannel
 from gateway.errors import KartechError
 
 CLIENT_ID_PREFIX = "kartech-notify-"  # every MQTT notification connects with this prefix and a random tail

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 
-from gateway.config.ops import RetryPolicy
+from gateway.config.operations import RetryPolicy
 from gateway.notify.channels import DeliveryFailed, Sender
 from gateway.reading import now_ns
 from gateway.store import Store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.config.ops import SEVERITY_RANK, Channel
+from gateway.config.operations import SEVERITY_RANK, Channel
 
 
 def routes(channels: Sequence[Channel], *, severity: str, lab: str | None, transition: str) -> list[str]:

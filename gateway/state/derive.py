@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config.ops import StateCondition
+from gateway.config.operations import StateCondition
 from gateway.reading import Quality
 from gateway.state.model import IDLE, MAINTENANCE, OFFLINE, RUNNING, SignalValue, StateSettings, normalise
 

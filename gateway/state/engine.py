@@ -1,7 +1,8 @@
 """The state engine: per machine, derives the state, follows jobs, counts usage and emits events.
 
-The live hub owns the latest signal values and calls the engine on every batch and every second; the engine
-tells its listeners about events (state changes, jobs) and production (parts made) as they happen.
+The state stage (stage.py) calls it for every frame of readings and every second. Events (state changes, jobs)
+go to `emit` (the event bus) as they happen; production (parts made) is collected in `production` until whoever
+writes the business store takes it (`take_production`), in the same transaction as the events.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.config.ops import StateSection
+from gateway.config.operations import StateSection
 from gateway.machines import MachineMeta
 from gateway.reading import Reading
 from gateway.state.derive import NS, WorkTimer, derive
@@ -21,8 +22,6 @@ from gateway.state.usage import Production, UsageMeter
 
 log = logging.getLogger(__name__)
 
-EventListener = Callable[[Event], None]
-ProductionListener = Callable[[str, Production], None]
 
 
 @dataclass(slots=True)
@@ -36,30 +35,33 @@ class Track:
 
 
 class StateEngine:
-    def __init__(self, machines: Sequence[MachineMeta], section: StateSection | None = None) -> None:
+    def __init__(self, machines: Sequence[MachineMeta], section: StateSection | None = None, *,
+                 emit: Callable[[Event], None] | None = None) -> None:
         self.section = section or StateSection()
         self.tracks: dict[str, Track] = {}
         for m in machines:
             s = resolve(m.kind, m.id, self.section)
             self.tracks[m.id] = Track(m, s, JobTracker(m.id, s), UsageMeter(s))
-        self.event_listeners: list[EventListener] = []
-        self.production_listeners: list[ProductionListener] = []
+        self.emit = emit
+        self.production: list[tuple[str, Production]] = []
 
     def settings(self, machine_id: str) -> StateSettings:
         return self.tracks[machine_id].settings
 
     def _emit(self, events: Sequence[Event]) -> None:
-        for e in events:
-            for listener in self.event_listeners:
-                listener(e)
+        if self.emit is not None:
+            for e in events:
+                self.emit(e)
 
     def _produced(self, machine_id: str, p: Production | None) -> None:
-        if p is None:
-            return
-        for listener in self.production_listeners:
-            listener(machine_id, p)
+        if p is not None:
+            self.production.append((machine_id, p))
 
-    # --- called by the live hub ---------------------------------------------------------------------------
+    def take_production(self) -> list[tuple[str, Production]]:
+        out, self.production = self.production, []
+        return out
+
+    # --- called by the state stage ------------------------------------------------------------------------
     def observe(self, machine_id: str, readings: Sequence[Reading], signals: Mapping[str, SignalValue],
                 state: str) -> None:
         """Count usage and follow jobs for one machine's readings of a batch (oldest first)."""

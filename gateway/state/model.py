@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.config.ops import StateCondition, StateMapping, StateSection
+from gateway.config.operations import StateCondition, StateMapping, StateSection
+from gateway.machines import MachineMeta
 from gateway.reading import Quality, Value
 from gateway.schema import MACHINE_STATES
 
@@ -37,6 +38,19 @@ class SignalValue:
     unit: str | None
     ts_ns: int
     quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class MachineView:
+    """A machine as alert rules see it at one moment: its own state (outside maintenance mode), the signals as
+    of that moment, and whether a technician has it in maintenance (its alerts are suppressed meanwhile)."""
+
+    meta: MachineMeta
+    signals: Mapping[str, SignalValue]
+    state: str
+    state_since_ns: int | None
+    last_seen_ns: int | None
+    maintenance: bool = False
 
 
 def normalise(value: object) -> str:

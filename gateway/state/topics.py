@@ -15,7 +15,7 @@ from typing import Any
 
 from drivers.mqtt.client import connect_args, new_client
 from drivers.mqtt.config import MqttBroker
-from gateway.config.ops import StateTopics
+from gateway.config.operations import StateTopics
 from gateway.state.events import Event
 from gateway.state.model import iso
 

@@ -168,14 +168,14 @@ async def until(predicate: Any, timeout_s: float, what: str) -> None:
 
 async def drained(rt: Runtime) -> bool:
     """Every notification the alerts queued is sent (or given up): nothing more goes out unless an alert moves."""
-    assert rt.ops is not None
-    return "pending" not in rt.ops.notifier.stats()
+    assert rt.services is not None
+    return "pending" not in rt.services.notifier.stats()
 
 
 async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, Any], machine: str, signal: str,
                          value: float) -> None:
-    """Publish one reading with a value not sent before and wait until the live hub (and with it the alert
-    engine, which it calls for every update) has it: everything published before it has been processed."""
+    """Publish one reading with a value not sent before and wait until the state stage (and with it the alert
+    rules, which it runs on every frame) has processed it: everything published before it has been processed."""
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"marker-{uuid.uuid4().hex[:6]}")
     pub.connect("127.0.0.1", port)
     pub.loop_start()
@@ -186,7 +186,8 @@ async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, 
         pub.loop_stop()
 
     async def arrived() -> bool:
-        return bool(rt.live.machine(machine)["signals"].get(signal, {}).get("value") == value)
+        seen = rt.stage.state_of(machine).signals.get(signal)
+        return seen is not None and seen.value == value
 
     await until(arrived, 10, f"the marker reading {signal}={value} of {machine}")
 
@@ -202,7 +203,7 @@ async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restar
             lab.start()
             try:
                 async def printing() -> bool:
-                    return bool(rt.live.machine("x1c-01")["state"] == "running")
+                    return bool(rt.stage.machine("x1c-01")["state"] == "running")
 
                 await until(printing, 10, "the printer printing")
                 lab.inject_fault("x1c-01", "thermal_runaway")

@@ -89,32 +89,32 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
     topic = f"lab/{sid}/fdm-01/report"
 
     def job_events(rt: Runtime) -> list[tuple[str, int]]:
-        assert rt.ops is not None
-        return [(r["type"], r["ts_ns"]) for r in rt.ops.store.query(
+        assert rt.services is not None
+        return [(r["type"], r["ts_ns"]) for r in rt.services.store.query(
             "SELECT type, ts_ns FROM events WHERE type IN ('job_start', 'job_end') ORDER BY ts_ns, id")]
 
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 10.0)])
-        await wait_for(lambda: rt.live.machine("fdm-01")["state"] == "running")
+        await wait_for(lambda: rt.stage.machine("fdm-01")["state"] == "running")
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 11.0 + i) for i in range(4)])
-        await wait_for(lambda: rt.live.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0)
+        await wait_for(lambda: rt.stage.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0)
         [(kind, started)] = job_events(rt)
         assert kind == "job_start"
-        last_seen = rt.live.live("fdm-01").last_seen_ns
-        assert rt.ops is not None
-        assert rt.ops.usage.entries() == []  # the job is still running
+        last_seen = rt.values.get("fdm-01").last_seen_ns
+        assert rt.services is not None
+        assert rt.services.usage.entries() == []  # the job is still running
     # the gateway is down; then a new one starts on the same data directory and the job goes on
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 50.0 + i) for i in range(3)])
-        await wait_for(lambda: rt.live.machine("fdm-01")["state"] == "running")
+        await wait_for(lambda: rt.stage.machine("fdm-01")["state"] == "running")
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("finished", 100.0)])
         await wait_for(lambda: len(job_events(rt)) == 3)
-        assert rt.ops is not None
-        await wait_for(lambda: rt.ops is not None and len(rt.ops.usage.entries()) > 0)
+        assert rt.services is not None
+        await wait_for(lambda: rt.services is not None and len(rt.services.usage.entries()) > 0)
         events = job_events(rt)
-        resumed = rt.ops.store.query("SELECT ts_ns FROM events WHERE type = 'state' AND json_extract(data, '$.to') = "
-                                     "'running' ORDER BY ts_ns")[-1]["ts_ns"]
-        entries = rt.ops.usage.entries()
+        resumed = rt.services.store.query("SELECT ts_ns FROM events WHERE type = 'state' AND "
+                                          "json_extract(data, '$.to') = 'running' ORDER BY ts_ns")[-1]["ts_ns"]
+        entries = rt.services.usage.entries()
     # the engine announced the job again after the restart, and ended it; the ledger has one session of one job:
     # running until the last reading before the stop, and from the first one after the restart to the end
     assert [k for k, _ in events] == ["job_start", "job_start", "job_end"]

@@ -41,7 +41,7 @@ from gateway.billing.ledger import entries_from_events
 from gateway.billing.persist import LedgerStore
 from gateway.config.billing import AttributionRule
 from gateway.config.models import InfluxV1
-from gateway.config.ops import MaintenancePlan, MaintenanceSection, Shift, ShiftsSection, Usage
+from gateway.config.operations import MaintenancePlan, MaintenanceSection, Shift, ShiftsSection, Usage
 from gateway.machines import MachineMeta
 from gateway.maintenance.service import Maintenance
 from gateway.metrics import Metrics

@@ -145,17 +145,17 @@ machines:
 
 
 class Tap:
-    """Records every reading the pipeline sees (wraps the live hub's update)."""
+    """Records every reading the pipeline sees (wraps the live view's apply)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.readings: list[Reading] = []
-        update = rt.live.update
+        update = rt.values.apply
 
         def tapped(readings: Any) -> None:
             self.readings.extend(readings)
             update(readings)
 
-        rt.live.update = tapped  # type: ignore[method-assign]
+        rt.values.apply = tapped  # type: ignore[method-assign]
 
     def of(self, machine: str, signal: str, since_ns: int = 0) -> list[Reading]:
         return [r for r in self.readings if r.machine == machine and r.signal == signal and r.receive_ns >= since_ns]
@@ -228,7 +228,7 @@ async def test_values_land_in_influxdb_with_their_quality(sim: OpcuaSimServer, i
             sim.set_bad("furnace-01", "temperature", None)
         await until(lambda: any(r.quality == "good" for r in tap.of("furnace-01", "temperature", t_bad)))
         await until(lambda: rt.metrics.total("readings_written_total") >= len(tap.readings) - 50)
-        cnc = rt.live.machine("cnc-01")
+        cnc = rt.stage.machine("cnc-01")
         assert cnc["state"] in ("running", "idle", "maintenance")
         assert cnc["signals"]["program"]["value"] in PROGRAMS
     bad = [r for r in tap.of("furnace-01", "temperature") if r.quality == "bad"]
@@ -269,12 +269,12 @@ async def test_server_restart_shows_offline_then_values_resume(own_sim: OpcuaSim
         ctx = ctx_of(rt, "cnc-01")
         await asyncio.to_thread(own_sim.go_down)
         await until(lambda: not ctx.is_connected, 5)  # detected within watchdog_s + timeout_s
-        assert rt.live.machine("cnc-01")["state"] == "offline"
+        assert rt.stage.machine("cnc-01")["state"] == "offline"
         down_at = time.time_ns()
         await asyncio.to_thread(own_sim.come_up)
         await until(lambda: ctx.is_connected and len(tap.of("cnc-01", "spindle_speed", down_at)) >= 3, 20)
         assert rt.metrics.total("driver_reconnects_total") >= 1
-        assert rt.live.machine("cnc-01")["state"] != "offline"
+        assert rt.stage.machine("cnc-01")["state"] != "offline"
 
 
 async def test_restart_with_namespaces_in_another_order_maps_to_the_same_signals(own_sim: OpcuaSimServer) -> None:

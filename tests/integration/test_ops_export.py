@@ -16,9 +16,9 @@ from gateway.billing.export import UsageExporter
 from gateway.billing.ledger import LedgerEntry, assign
 from gateway.billing.persist import LedgerStore
 from gateway.config.models import InfluxV1
-from gateway.live import iso
 from gateway.machines import MachineMeta
 from gateway.state.influx import InfluxWriter, MaintenanceExporter, OeeExporter
+from gateway.state.model import iso
 from gateway.store import Store
 from simulators.services import InfluxDB1
 

@@ -91,7 +91,7 @@ async def test_poison_messages_are_counted_and_good_messages_keep_landing(
             assert ctx.is_connected
             assert ctx.restarts == 0
             # the year-2100 reading never freezes the live value: the latest received reading is shown
-            live = rt.live.machine("furnace-01")["signals"]["temperature"]
+            live = rt.stage.machine("furnace-01")["signals"]["temperature"]
             assert live["value"] == 100.0 + good - 1
             # the surrogate text went to each sink's dead letters with the reason; the 1.5 beside it landed
             assert rt.outbox is not None
@@ -139,7 +139,7 @@ async def test_timestamp_policy_through_the_driver(mosquitto: Mosquitto, influxd
             for ts in (YEAR_2100_MS, 946_684_800_000):  # ahead, and a clock reset to 2000-01-01
                 pub.publish(topic, json.dumps({"ts": ts, "temp": 5.0}), qos=1).wait_for_publish(5)
             pub.publish(topic, json.dumps({"ts": int(time.time() * 1000), "temp": 7.0}), qos=1).wait_for_publish(5)
-            await wait_for(lambda: rt.live.machine("furnace-01")["signals"].get("temperature", {}).get("value") == 7.0)
+            await wait_for(lambda: rt.stage.machine("furnace-01")["signals"].get("temperature", {}).get("value") == 7.0)
             await wait_for(lambda: rt.outbox is not None and rt.outbox.queued_readings() == 0)
             reasons = {lbl["reason"]: v for lbl, v in rt.metrics.series("bad_input_total") if v}
             assert reasons == {"timestamp_ahead": 1, "timestamp_too_old": 1}

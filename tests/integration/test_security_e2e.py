@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gwkit import running
+from gwkit import board, running
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -25,11 +25,11 @@ from benchmarks.common import gateway_yaml, publish
 from gateway.api.app import create_app, serve
 from gateway.api.context import ApiContext
 from gateway.config.loader import check_text
-from gateway.live import LiveHub
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.registry import discover
 from gateway.runtime import Runtime
+from gateway.state.stage import StateStage
 from simulators.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,9 @@ SPECS = discover()
 
 
 @contextlib.asynccontextmanager
-async def served() -> AsyncIterator[tuple[str, LiveHub]]:
-    hub = LiveHub([MachineMeta("fdm-01", "Prusa", "3d_printer", "mqtt", "krg")])
-    app = create_app(ApiContext(site_id="krg", site_name="Kartech", live=hub, metrics=Metrics(),
+async def served() -> AsyncIterator[tuple[str, StateStage]]:
+    hub = board([MachineMeta("fdm-01", "Prusa", "3d_printer", "mqtt", "krg")])
+    app = create_app(ApiContext(site_id="krg", site_name="Kartech", machines=hub, metrics=Metrics(),
                                 tokens={TOKEN: ("tester", "technician")}, history=None, health=dict))
     ready = asyncio.Event()
     server = asyncio.create_task(serve(app, "127.0.0.1", 0, ready))

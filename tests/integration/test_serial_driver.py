@@ -14,13 +14,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from gwkit import board, take
 
 from drivers.serial.config import InstrumentField, InstrumentMessage, InstrumentOptions, PrinterOptions, SerialMachine
 from drivers.serial.driver import SerialDriver
 from drivers.serial.marlin import is_read_only, unnumber
 from gateway.backoff import Backoff
 from gateway.cli import main
-from gateway.live import LiveHub
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestQueue
@@ -35,14 +35,15 @@ FAST = PrinterOptions(poll_interval_s=0.3, temperature_interval_s=1, stats_inter
 
 
 class Gateway:
-    """One serial driver under the real supervisor, its readings collected and fed to a real live hub."""
+    """One serial driver under the real supervisor, its readings collected and fed to the real live view and
+    state stage."""
 
     def __init__(self, machine: SerialMachine) -> None:
         self.machine = machine
         self.driver = SerialDriver(machine)
         self.metrics = Metrics()
-        self.live = LiveHub([MachineMeta(id=machine.id, name=machine.name, kind=machine.kind, driver="serial",
-                                         site="test", expected_interval_s=machine.expected_interval_s)])
+        self.live = board([MachineMeta(id=machine.id, name=machine.name, kind=machine.kind, driver="serial",
+                                       site="test", expected_interval_s=machine.expected_interval_s)])
         self.ingest = IngestQueue(100_000)
         self.ctx = SupervisedContext(self.driver, self.ingest, self.live, self.metrics,
                                      backoff=Backoff(initial_s=0.2, cap_s=0.5))
@@ -53,7 +54,7 @@ class Gateway:
         while True:
             for batch in await self.ingest.get_all():
                 self.readings.extend(batch.readings)
-                self.live.update(batch.readings)
+                take(self.live, batch.readings)
             self._changed.set()
 
     async def wait_for(self, what: str, pred: Callable[[], bool], timeout_s: float = 15.0) -> float:

@@ -18,15 +18,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from gwkit import board, take
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.api.app import create_app, serve
 from gateway.api.context import ApiContext
-from gateway.live import LiveHub
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.reading import Quality, Reading, Value, now_ns
+from gateway.state.stage import StateStage
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +47,14 @@ MACHINES = [
 ]
 
 
-def feed(hub: LiveHub) -> None:
+def feed(hub: StateStage) -> None:
     at = now_ns()
 
     def r(machine: str, signal: str, value: Value, unit: str | None = None,
           quality: Quality = Quality.GOOD) -> Reading:
         return Reading(machine, signal, value, unit, quality, at, at)
 
-    hub.update([
+    take(hub, [
         r("fdm-01", "state", "running"), r("fdm-01", "nozzle_temp", 215.5, "degC"),
         r("fdm-01", "bed_temp", 60.0, "degC"), r("fdm-01", "progress", 42.0, "percent"),
         r("fdm-01", "filament_used", 12.3456, "m"),
@@ -75,8 +76,8 @@ async def history(machine: str, signal: str, start_ns: int, end_ns: int,
     return rows[:limit]
 
 
-def make_app(hub: LiveHub) -> FastAPI:
-    ctx = ApiContext(site_id="krg", site_name="Kartech · Karaganda", live=hub, metrics=Metrics(),
+def make_app(hub: StateStage) -> FastAPI:
+    ctx = ApiContext(site_id="krg", site_name="Kartech · Karaganda", machines=hub, metrics=Metrics(),
                      tokens={TOKEN: ("tester", "technician")}, history=history,
                      health=lambda: {"problems": []})
     return create_app(ctx)
@@ -84,7 +85,7 @@ def make_app(hub: LiveHub) -> FastAPI:
 
 # --- serve() in the test's own event loop ------------------------------------------------------------------
 async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> None:
-    hub = LiveHub(MACHINES)
+    hub = board(MACHINES)
     feed(hub)
     app = make_app(hub)
     ready = asyncio.Event()
@@ -109,11 +110,11 @@ async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> Non
 
         async with connect(live_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
             assert json.loads(await ws.recv())["type"] == "snapshot"
-            hub.update([Reading("fdm-01", "nozzle_temp", 230.0, "degC", Quality.GOOD, now_ns(), now_ns())])
+            take(hub, [Reading("fdm-01", "nozzle_temp", 230.0, "degC", Quality.GOOD, now_ns(), now_ns())])
             update = json.loads(await ws.recv())
             assert update["machine"]["signals"]["nozzle_temp"]["value"] == 230.0
         # the server notices the client leaving and unsubscribes; the hub has no event to await for that
-        while hub.subscriber_count():
+        while hub.fanout.subscriber_count():
             await asyncio.sleep(0.01)
 
         staying = await connect(live_url)
@@ -126,7 +127,7 @@ async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> Non
             await staying.recv()
         assert shut.value.rcvd is not None
         assert shut.value.rcvd.code == 1012  # "service restart": the browser page reconnects
-        assert hub.subscriber_count() == 0
+        assert hub.fanout.subscriber_count() == 0
         with pytest.raises(httpx.ConnectError):
             await httpx.AsyncClient().get(f"{base}/api/v1/health")
 
@@ -186,15 +187,15 @@ def browser_needs() -> None:
 
 
 @pytest.fixture
-def live_server() -> Iterator[tuple[ThreadServer, LiveHub]]:
-    hub = LiveHub(MACHINES)
+def live_server() -> Iterator[tuple[ThreadServer, StateStage]]:
+    hub = board(MACHINES)
     feed(hub)
     with ThreadServer(make_app(hub)) as server:
         yield server, hub
 
 
 @pytest.mark.usefixtures("browser_needs")
-def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadServer, LiveHub]) -> None:
+def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadServer, StateStage]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     server, hub = live_server
@@ -219,7 +220,7 @@ def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadS
             expect(nozzle).to_contain_text("215,5 °C")
             expect(page.locator('article[data-id="cnc-01"] .q-bad')).to_contain_text("сбой")
 
-            server.call(hub.update, [Reading("fdm-01", "nozzle_temp", 231.75, "degC", Quality.GOOD,
+            server.call(take, hub, [Reading("fdm-01", "nozzle_temp", 231.75, "degC", Quality.GOOD,
                                              now_ns(), now_ns())])
             expect(nozzle).to_contain_text("231,8 °C")  # live, without a reload
 
@@ -244,7 +245,7 @@ def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadS
 
 
 @pytest.mark.usefixtures("browser_needs")
-def test_docs_work_without_internet_under_the_csp(live_server: tuple[ThreadServer, LiveHub]) -> None:
+def test_docs_work_without_internet_under_the_csp(live_server: tuple[ThreadServer, StateStage]) -> None:
     """Swagger UI comes from the gateway itself: every request stays on the gateway, nothing breaks the CSP."""
     from playwright.sync_api import expect, sync_playwright
 

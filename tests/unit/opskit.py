@@ -1,18 +1,24 @@
 """Shared helpers of the operations tests (state, alerts, maintenance, OEE): a stepped clock, a site built from
-YAML, a live hub with Operations on a throwaway store, and readings at the clock's time."""
+YAML, the live view and the state stage with the services on a throwaway store, and readings at the clock's
+time."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.config.loader import check_text
 from gateway.config.site import SiteConfig
-from gateway.live import LiveHub
+from gateway.live import LiveValues
+from gateway.machines import MachineMeta
 from gateway.reading import Quality, Reading, Value
 from gateway.registry import discover
 from gateway.runtime import machine_metas
-from gateway.state.operations import Operations
+from gateway.services import Services
+from gateway.state.engine import StateEngine
+from gateway.state.stage import StateStage
 
 NS = 1_000_000_000
 T0 = 1_794_985_200 * NS  # 2026-11-18T07:00:00Z = 12:00 in Asia/Almaty
@@ -68,17 +74,55 @@ class Recorder:
         self.sent.append(payload)
 
 
+class Lab:
+    """The live view and the state stage wired as the runtime wires them, driven step by step: `update` is what
+    the pipeline and the stage task do with one committed batch, `tick` what the runtime does every second."""
+
+    def __init__(self, metas: Sequence[MachineMeta], clock: Callable[[], int], cfg: SiteConfig | None = None,
+                 stale_min_s: float | None = None) -> None:
+        section = cfg.state if cfg is not None else None
+        self.values = LiveValues(metas, clock=clock, stale_min_s=stale_min_s if stale_min_s is not None
+                                 else section.stale_min_s if section is not None else 10.0)
+        self.stage = StateStage(metas, self.values, section=section)
+        self.services: Services | None = None
+
+    @property
+    def engine(self) -> StateEngine:
+        return self.stage.engine
+
+    def update(self, readings: Sequence[Reading]) -> None:
+        self.values.apply(readings)
+        self.stage.process([readings])
+
+    def tick(self) -> None:
+        self.stage.tick()
+        if self.services is not None:
+            self.services.tick()
+
+    def machine(self, machine_id: str) -> dict[str, Any]:
+        return self.stage.machine(machine_id)
+
+    def set_maintenance(self, machine_id: str, active: bool, *, by: str = "", note: str = "") -> dict[str, Any]:
+        return self.stage.set_maintenance(machine_id, active, by=by, note=note)
+
+    def set_connected(self, machine_ids: Sequence[str], connected: bool) -> None:
+        self.stage.set_connected(machine_ids, connected)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        return self.stage.fanout.subscribe()
+
+
 def build(cfg: SiteConfig, data_dir: Path, clock: Clock, senders: dict[str, Any] | None = None,
-          ) -> tuple[LiveHub, Operations]:
+          ) -> tuple[Lab, Services]:
     metas = machine_metas(cfg)
-    live = LiveHub(metas, clock=clock, state=cfg.state)
-    ops = Operations(cfg, live, data_dir, metas=metas, clock=clock, senders=senders or {})
-    return live, ops
+    lab = Lab(metas, clock, cfg)
+    lab.services = Services(cfg, lab.stage, data_dir, metas=metas, clock=clock, senders=senders or {})
+    return lab, lab.services
 
 
 def readings(machine: str, at_ns: int, **signals: Value) -> list[Reading]:
     return [Reading(machine, name, value, None, Quality.GOOD, at_ns, at_ns) for name, value in signals.items()]
 
 
-def feed(live: LiveHub, clock: Clock, machine: str, **signals: Value) -> None:
+def feed(live: Lab, clock: Clock, machine: str, **signals: Value) -> None:
     live.update(readings(machine, clock(), **signals))

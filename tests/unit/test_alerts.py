@@ -10,7 +10,7 @@ from opskit import NS, T0, Clock, Recorder, build, feed, site
 
 from gateway.alerts.book import AlertBook, AlertClosed
 from gateway.alerts.defaults import effective_rules
-from gateway.config.ops import AlertsSection
+from gateway.config.operations import AlertsSection
 from gateway.store import Store
 
 HOOK = """

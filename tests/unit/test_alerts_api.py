@@ -30,8 +30,8 @@ maintenance:
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, Any, Any, Clock]]:
     clock = Clock()
     live, ops = build(site(PLANS), tmp_path, clock)
-    app = create_app(ApiContext(site_id="krg", site_name="Test", live=live, metrics=Metrics(), tokens=TOKENS,
-                                history=None, health=dict, extra={"ops": ops}))
+    app = create_app(ApiContext(site_id="krg", site_name="Test", machines=live.stage, metrics=Metrics(), tokens=TOKENS,
+                                history=None, health=dict, services=ops))
     with TestClient(app) as client:
         yield client, live, ops, clock
 
@@ -121,7 +121,7 @@ def test_maintenance_mode_events_and_oee(env: tuple[TestClient, Any, Any, Clock]
 def test_without_operations_the_endpoints_say_so(tmp_path: Path) -> None:
     clock = Clock()
     live, _ = build(site(), tmp_path, clock)
-    app = create_app(ApiContext(site_id="krg", site_name="Test", live=live, metrics=Metrics(), tokens=TOKENS,
+    app = create_app(ApiContext(site_id="krg", site_name="Test", machines=live.stage, metrics=Metrics(), tokens=TOKENS,
                                 history=None, health=dict))
     with TestClient(app) as client:
         r = client.get("/api/v1/alerts", headers=VIEWER)

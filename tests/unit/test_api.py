@@ -1,4 +1,5 @@
-"""HTTP API, auth and live WebSocket of `gateway.api.app`, against a real LiveHub fed with Readings."""
+"""HTTP API, auth and live WebSocket of `gateway.api.app`, against the real live view and state stage fed with
+Readings."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Annotated, Any
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
+from opskit import Lab
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.api.app import create_app
 from gateway.api.auth import Principal, find_principal, require_role
 from gateway.api.context import ApiContext
-from gateway.live import LiveHub
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.reading import Quality, Reading, Value
@@ -57,8 +58,8 @@ class HistoryStub:
 
 
 @pytest.fixture
-def hub() -> LiveHub:
-    live = LiveHub(MACHINES, clock=lambda: NOW_NS)
+def hub() -> Lab:
+    live = Lab(MACHINES, lambda: NOW_NS)
     live.update([
         reading("fdm-01", "nozzle_temp", 215.5, "degC"),
         reading("fdm-01", "state", "running"),
@@ -80,14 +81,14 @@ def metrics() -> Metrics:
     return m
 
 
-def make_ctx(hub: LiveHub, metrics: Metrics, history: HistoryStub | None,
+def make_ctx(hub: Lab, metrics: Metrics, history: HistoryStub | None,
              health: dict[str, Any] | None = None) -> ApiContext:
-    return ApiContext(site_id="krg", site_name="Kartech Karaganda", live=hub, metrics=metrics, tokens=TOKENS,
+    return ApiContext(site_id="krg", site_name="Kartech Karaganda", machines=hub.stage, metrics=metrics, tokens=TOKENS,
                       history=history, health=lambda: dict(health or {"outbox_queued": 0}))
 
 
 @pytest.fixture
-def app(hub: LiveHub, metrics: Metrics, history: HistoryStub) -> FastAPI:
+def app(hub: Lab, metrics: Metrics, history: HistoryStub) -> FastAPI:
     return create_app(make_ctx(hub, metrics, history))
 
 
@@ -156,14 +157,14 @@ def test_health_is_ok_and_carries_the_gateways_details(client: TestClient) -> No
     }
 
 
-def test_health_is_degraded_when_the_gateway_reports_problems(hub: LiveHub, metrics: Metrics) -> None:
+def test_health_is_degraded_when_the_gateway_reports_problems(hub: Lab, metrics: Metrics) -> None:
     ctx = make_ctx(hub, metrics, None, {"problems": ["influxdb unreachable"]})
     body = TestClient(create_app(ctx)).get("/api/v1/health").json()
     assert body["status"] == "degraded"
     assert body["problems"] == ["influxdb unreachable"]
 
 
-def test_health_is_degraded_when_the_health_callable_fails(hub: LiveHub, metrics: Metrics) -> None:
+def test_health_is_degraded_when_the_health_callable_fails(hub: Lab, metrics: Metrics) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("outbox closed")
 
@@ -183,9 +184,9 @@ def test_page_is_served_with_its_assets(client: TestClient) -> None:
 
 
 # --- machines ---------------------------------------------------------------------------------------------
-def test_machines_lists_every_machine_as_the_hub_shows_it(client: TestClient, hub: LiveHub) -> None:
+def test_machines_lists_every_machine_as_the_hub_shows_it(client: TestClient, hub: Lab) -> None:
     body = client.get("/api/v1/machines", headers=ADMIN).json()
-    assert body == hub.machines()
+    assert body == hub.stage.machines()
     assert [m["id"] for m in body] == ["fdm-01", "furnace-01"]
 
 
@@ -285,14 +286,14 @@ def test_history_accepts_the_maximum_limit(client: TestClient, history: HistoryS
     assert history.calls[0][4] == 100_000
 
 
-def test_history_without_a_store_is_503(hub: LiveHub, metrics: Metrics) -> None:
+def test_history_without_a_store_is_503(hub: Lab, metrics: Metrics) -> None:
     r = TestClient(create_app(make_ctx(hub, metrics, None))).get(
         "/api/v1/machines/fdm-01/history?signal=nozzle_temp", headers=ADMIN)
     assert r.status_code == 503
     assert r.json() == {"detail": "history is not available: this gateway has no history store configured"}
 
 
-def test_history_store_failure_is_503_with_the_reason(hub: LiveHub, metrics: Metrics) -> None:
+def test_history_store_failure_is_503_with_the_reason(hub: Lab, metrics: Metrics) -> None:
     ctx = make_ctx(hub, metrics, HistoryStub(fail=True))
     r = TestClient(create_app(ctx)).get("/api/v1/machines/fdm-01/history?signal=nozzle_temp", headers=ADMIN)
     assert r.status_code == 503
@@ -317,11 +318,11 @@ def auth(token: str) -> dict[str, str]:
     return {"type": "auth", "token": token}
 
 
-def test_live_sends_a_snapshot_then_updates(client: TestClient, hub: LiveHub) -> None:
+def test_live_sends_a_snapshot_then_updates(client: TestClient, hub: Lab) -> None:
     with client.websocket_connect("/api/v1/live") as ws:
         ws.send_json(auth("viewer-secret"))  # a browser cannot set headers: the token is the first message
         snapshot = ws.receive_json()
-        assert snapshot == {"type": "snapshot", "machines": hub.machines()}
+        assert snapshot == {"type": "snapshot", "machines": hub.stage.machines()}
 
         # the hub lives in the app's event loop: update it there, as the pipeline would
         ws.portal.call(hub.update, [reading("fdm-01", "nozzle_temp", 230.25, "degC", at_ns=NOW_NS + 1)])
@@ -330,9 +331,9 @@ def test_live_sends_a_snapshot_then_updates(client: TestClient, hub: LiveHub) ->
         assert update["machine"]["id"] == "fdm-01"
         assert update["machine"]["signals"]["nozzle_temp"]["value"] == 230.25
 
-        ws.portal.call(hub.publish_event, {"type": "alert", "id": "a1"})
+        ws.portal.call(hub.stage.fanout.publish, {"type": "alert", "id": "a1"})
         assert ws.receive_json() == {"type": "alert", "id": "a1"}
-    assert hub.subscriber_count() == 0  # unsubscribed once the client left
+    assert hub.stage.fanout.subscriber_count() == 0  # unsubscribed once the client left
 
 
 def test_live_accepts_the_authorization_header(client: TestClient) -> None:
@@ -342,7 +343,7 @@ def test_live_accepts_the_authorization_header(client: TestClient) -> None:
 
 @pytest.mark.parametrize("first", [auth("wrong"), auth(""), {"type": "auth"}, {"token": "viewer-secret"},
                                    "viewer-secret", ["auth", "viewer-secret"]])
-def test_live_closes_with_4401_on_a_bad_first_message(client: TestClient, hub: LiveHub, first: Any) -> None:
+def test_live_closes_with_4401_on_a_bad_first_message(client: TestClient, hub: Lab, first: Any) -> None:
     with client.websocket_connect("/api/v1/live") as ws:
         if isinstance(first, str):
             ws.send_text(first)
@@ -351,12 +352,12 @@ def test_live_closes_with_4401_on_a_bad_first_message(client: TestClient, hub: L
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == 4401
-    assert hub.subscriber_count() == 0
+    assert hub.stage.fanout.subscriber_count() == 0
 
 
 @pytest.mark.parametrize("url", ["/api/v1/live?token=viewer-secret", "/api/v1/live?access_token=viewer-secret",
                                  "/api/v1/live?TOKEN=viewer-secret&x=1"])
-def test_live_refuses_a_token_in_the_url_even_a_valid_one(client: TestClient, hub: LiveHub, url: str) -> None:
+def test_live_refuses_a_token_in_the_url_even_a_valid_one(client: TestClient, hub: Lab, url: str) -> None:
     """URLs end up in access logs and browser history: a token there is refused, not used."""
     with client.websocket_connect(url) as ws:
         ws.send_json(auth("viewer-secret"))
@@ -364,16 +365,16 @@ def test_live_refuses_a_token_in_the_url_even_a_valid_one(client: TestClient, hu
             ws.receive_json()
     assert closed.value.code == 4401
     assert "URL" in closed.value.reason
-    assert hub.subscriber_count() == 0
+    assert hub.stage.fanout.subscriber_count() == 0
 
 
-def test_live_closes_with_4401_when_no_token_comes_in_time(client: TestClient, hub: LiveHub,
+def test_live_closes_with_4401_when_no_token_comes_in_time(client: TestClient, hub: Lab,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("gateway.api.app.WS_AUTH_TIMEOUT_S", 0.2)
     with client.websocket_connect("/api/v1/live") as ws, pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_json()
     assert closed.value.code == 4401
-    assert hub.subscriber_count() == 0
+    assert hub.stage.fanout.subscriber_count() == 0
 
 
 def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off() -> None:

@@ -46,9 +46,9 @@ def make_app(tmp_path: Path) -> FastAPI:
     live, ops = build(site(PLANS + BILLING), tmp_path, clock)
     feed(live, clock, "fdm-01", state="running")
     ops.usage.ledger.add(month_entries())  # usage and statements to read, unattributed usage to assign
-    return create_app(ApiContext(site_id="krg", site_name="Fuzz", live=live, metrics=Metrics(),
+    return create_app(ApiContext(site_id="krg", site_name="Fuzz", machines=live.stage, metrics=Metrics(),
                                  tokens={TOKEN: ("fuzz", "admin")}, history=_history, health=dict,
-                                 extra={"ops": ops}))
+                                 services=ops))
 
 
 @pytest.mark.parametrize(("method", "path", "body", "detail"), [

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 
 from gateway.api.app import create_app
 from gateway.api.context import ApiContext
-from gateway.live import LiveHub
+from gateway.live import LiveValues
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.redact import RedactingFilter, redact, redact_obj
+from gateway.state.stage import StateStage
 
 TOKENS: dict[str, tuple[str, Any]] = {"admin-secret-token": ("alice", "admin")}
 ADMIN = {"Authorization": "Bearer admin-secret-token"}
@@ -24,7 +25,8 @@ MACHINES = [MachineMeta(id="fdm-01", name="Prusa", kind="3d_printer", driver="mq
 
 
 def make_app(health: dict[str, Any] | None = None, **kw: Any) -> FastAPI:
-    ctx = ApiContext(site_id="krg", site_name="Kartech", live=LiveHub(MACHINES), metrics=Metrics(), tokens=TOKENS,
+    ctx = ApiContext(site_id="krg", site_name="Kartech", machines=StateStage(MACHINES, LiveValues(MACHINES)),
+                     metrics=Metrics(), tokens=TOKENS,
                      history=None, health=lambda: dict(health or {}), **kw)
     return create_app(ctx)
 

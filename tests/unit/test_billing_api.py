@@ -28,10 +28,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     live, ops = build(config(), tmp_path, Clock())
     assert ops.usage.ledger.add(month_entries()) == len(month_entries())
     app = create_app(ApiContext(
-        site_id="krg", site_name="Kartech hub", live=live, metrics=Metrics(), history=None, health=dict,
+        site_id="krg", site_name="Kartech hub", machines=live.stage, metrics=Metrics(), history=None, health=dict,
         tokens={ADMIN: ("hub-it", "admin"), TECH: ("tech", "technician"), ACME: ("acme-portal", "partner"),
                 LAB: ("lab-portal", "partner")},
-        partners={ACME: "acme", LAB: "lab"}, extra={"ops": ops}))
+        partners={ACME: "acme", LAB: "lab"}, services=ops))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

@@ -6,7 +6,7 @@ from billkit import BILLING, config
 from opskit import MACHINES, SPECS
 
 from gateway.config.loader import check_text
-from gateway.config.ops import cross_checks
+from gateway.config.references import cross_checks
 
 HEAD = "site: {id: krg, name: Test hub}\nmqtt: {brokers: [{id: lab, host: 127.0.0.1}]}\n" + MACHINES
 

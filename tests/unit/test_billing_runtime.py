@@ -1,6 +1,6 @@
 """The usage ledger at runtime (gateway/billing/service.py): entries written to the real business store as the
 state engine's events happen, attribution by the site's rules, and gateway restarts in the middle of a job —
-a live hub and Operations on a SQLite file, a stepped clock, the gateway "restarted" by building both again on
+the state stage and the services on a SQLite file, a stepped clock, the gateway "restarted" by building both again on
 the same data directory (the stored events are replayed exactly as after a real restart)."""
 
 from __future__ import annotations
@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 from billkit import config
-from opskit import NS, Clock, build, feed
+from opskit import NS, Clock, Lab, build, feed
 
 from gateway.billing.restarts import continue_after_restart, restart_mark
 from gateway.billing.service import NotAssignable, UnknownEntry
-from gateway.live import LiveHub
+from gateway.services import Services
 from gateway.state.events import Event
-from gateway.state.operations import Operations
 
 STEP_S = 10
 
 
-def run(live: LiveHub, clock: Clock, seconds: int, **signals: object) -> int:
-    """The printer reports every 10 s for `seconds` (the hub ticks after each report); the last report's time."""
+def run(live: Lab, clock: Clock, seconds: int, **signals: object) -> int:
+    """The printer reports every 10 s for `seconds` (the gateway ticks after each report); the last report's time."""
     for _ in range(seconds // STEP_S):
         clock.step(STEP_S)
         feed(live, clock, "fdm-01", **signals)  # type: ignore[arg-type]
@@ -30,7 +29,7 @@ def run(live: LiveHub, clock: Clock, seconds: int, **signals: object) -> int:
     return clock()
 
 
-def start_job(live: LiveHub, clock: Clock, name: str, job_id: int) -> int:
+def start_job(live: Lab, clock: Clock, name: str, job_id: int) -> int:
     feed(live, clock, "fdm-01", state="idle", job_id=0, job_file="", progress_pct=0.0)
     live.tick()
     clock.step(STEP_S)
@@ -39,14 +38,14 @@ def start_job(live: LiveHub, clock: Clock, name: str, job_id: int) -> int:
     return clock()
 
 
-def finish(live: LiveHub, clock: Clock) -> int:
+def finish(live: Lab, clock: Clock) -> int:
     clock.step(STEP_S)
     feed(live, clock, "fdm-01", state="finished", progress_pct=100.0)
     live.tick()
     return clock()
 
 
-def restart(ops: Operations, clock: Clock, data_dir: Path, down_s: int, *, clean: bool) -> tuple[LiveHub, Operations]:
+def restart(ops: Services, clock: Clock, data_dir: Path, down_s: int, *, clean: bool) -> tuple[Lab, Services]:
     """Stop the gateway (cleanly, or as if killed: nothing saved at the end) and start a new one after `down_s`."""
     if clean:
         asyncio.run(ops.close())
@@ -56,7 +55,7 @@ def restart(ops: Operations, clock: Clock, data_dir: Path, down_s: int, *, clean
     return build(config(), data_dir, clock)
 
 
-def job_events(ops: Operations) -> list[tuple[str, str]]:
+def job_events(ops: Services) -> list[tuple[str, str]]:
     rows = ops.store.query("SELECT type, data FROM events WHERE type IN ('job_start', 'job_end') ORDER BY ts_ns, id")
     return [(r["type"], r["data"]) for r in rows]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from opskit import MACHINES, SPECS
 
 from gateway.config.loader import check_text
-from gateway.config.ops import cross_checks
+from gateway.config.references import cross_checks
 
 HEAD = """\
 site: {id: krg, name: Test}

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.ops import Message, TelegramChannel, WebhookChannel
+from gateway.config.operations import Message, TelegramChannel, WebhookChannel
 from gateway.notify.channels import DeliveryFailed, TelegramSender, WebhookSender, subject, text
 from gateway.notify.routing import routes
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from opskit import NS, Clock, build, feed, site
 
-from gateway.config.ops import ShiftsSection
+from gateway.config.operations import ShiftsSection
 from gateway.oee import ShiftWindow, factors, shift_windows, state_intervals, totals
 
 CNC = """\

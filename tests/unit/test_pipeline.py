@@ -1,5 +1,6 @@
 """Pipeline and sink writer: acknowledge only after the commit, hold data while the outbox fails, retry sinks
-forever honouring Retry-After, dead-letter rejected readings, and keep the live hub up to date."""
+forever honouring Retry-After, dead-letter rejected readings, keep the live view up to date, and hand committed
+readings to the state stage without ever waiting for it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from gateway.backoff import Backoff
-from gateway.live import LiveHub
+from gateway.live import LiveValues
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.pipeline import IngestQueue, Pipeline, SinkWorker
 from gateway.reading import Quality, Reading
 from gateway.sinks.base import Rejected, SinkRetry, WriteResult
+from gateway.state.stage import Frame, StateStage
 
 META = MachineMeta(id="fdm-01", name="Printer", kind="printer", driver="mqtt", site="s")
 
@@ -74,7 +76,7 @@ async def test_sources_are_acknowledged_only_after_their_readings_are_on_disk(tm
     outbox = Outbox(path, ["influxdb"], max_bytes=1 << 30)
     await outbox.open()
     ingest = IngestQueue(1000)
-    live = LiveHub([META])
+    live = LiveValues([META])
     pipe = Pipeline(ingest, live, Metrics(), outbox, commit_interval_s=0.0)
     on_disk_at_ack: list[int] = []
 
@@ -88,7 +90,7 @@ async def test_sources_are_acknowledged_only_after_their_readings_are_on_disk(tm
         await until(lambda: on_disk_at_ack)
         assert on_disk_at_ack == [2]
         assert pipe.metrics.total("readings_committed_total") == 2
-        await until(lambda: live.machine("fdm-01")["signals"].get("nozzle_temp") is not None)
+        assert live.get("fdm-01").signals["nozzle_temp"].value == 201.0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -101,7 +103,7 @@ async def test_a_failing_outbox_holds_readings_and_acks_until_it_works_again(tmp
     outbox = Outbox(blocker / "outbox.sqlite", ["influxdb"], max_bytes=1 << 30)
     ingest = IngestQueue(1000)
     metrics = Metrics()
-    pipe = Pipeline(ingest, LiveHub([META]), metrics, outbox, commit_interval_s=0.0, backoff=NoSleepBackoff())
+    pipe = Pipeline(ingest, LiveValues([META]), metrics, outbox, commit_interval_s=0.0, backoff=NoSleepBackoff())
     acked: list[int] = []
     task = asyncio.create_task(pipe.run())
     try:
@@ -185,7 +187,7 @@ async def test_drop_oldest_policy_makes_room_and_counts(tmp_path: Path) -> None:
     await outbox.open()
     ingest = IngestQueue(100_000)
     metrics = Metrics()
-    pipe = Pipeline(ingest, LiveHub([META]), metrics, outbox, commit_interval_s=0.0)
+    pipe = Pipeline(ingest, LiveValues([META]), metrics, outbox, commit_interval_s=0.0)
     task = asyncio.create_task(pipe.run())
     try:
         for i in range(40):
@@ -201,21 +203,26 @@ async def test_drop_oldest_policy_makes_room_and_counts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("arrivals", [1, 30])
-async def test_the_live_hub_sees_every_machine_update(tmp_path: Path, arrivals: int) -> None:
+async def test_the_state_stage_sees_every_committed_reading(tmp_path: Path, arrivals: int) -> None:
     outbox = Outbox(tmp_path / "outbox.sqlite", ["influxdb"], max_bytes=1 << 30)
     await outbox.open()
     ingest = IngestQueue(1000)
-    live = LiveHub([META])
-    pipe = Pipeline(ingest, live, Metrics(), outbox, commit_interval_s=0.0)
-    task = asyncio.create_task(pipe.run())
+    values = LiveValues([META])
+    stage = StateStage([META], values)
+    seen: list[float] = []
+    stage.rules = Rules(lambda frames: seen.extend(float(r.value) for f in frames for r in f.readings))  # type: ignore[arg-type]
+    pipe = Pipeline(ingest, values, Metrics(), outbox, stage=stage, commit_interval_s=0.0)
+    tasks = [asyncio.create_task(pipe.run()), asyncio.create_task(stage.run())]
     try:
         for i in range(arrivals):
             await ingest.put([reading(i)], None, "mqtt:lab")
-        await until(lambda: live.machine("fdm-01")["signals"].get("nozzle_temp", {}).get("value")
-                    == 200.0 + arrivals - 1, timeout_s=2)
+        await until(lambda: len(seen) == arrivals, timeout_s=2)
+        assert seen == [200.0 + i for i in range(arrivals)]  # every value, in order
+        assert stage.machine("fdm-01")["signals"]["nozzle_temp"]["value"] == 200.0 + arrivals - 1
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await outbox.close()
 
 
@@ -269,34 +276,106 @@ async def test_a_poison_reading_goes_to_dead_letters_and_the_rest_of_its_batch_l
         await again.close()
 
 
-async def test_a_failing_live_listener_never_stops_readings_being_committed(tmp_path: Path) -> None:
-    class Broken:
-        def machine_updated(self, machine: object, readings: object, now_ns: int) -> None:
-            raise RuntimeError("a bug in an alert rule")
+class Rules:
+    """A rule step that calls `on_frames` with every iteration's frames."""
 
-        def ticked(self, machines: object, now_ns: int) -> None:
-            return None
+    def __init__(self, on_frames: object) -> None:
+        self.on_frames = on_frames
 
-        def event(self, event: object) -> None:
-            return None
+    def observe(self, frames: Sequence[Frame], now_ns: int) -> None:
+        self.on_frames(frames)  # type: ignore[operator]
 
+    def tick(self, machines: object, now_ns: int) -> None:
+        return None
+
+
+def _raise(frames: object) -> None:
+    raise RuntimeError("a bug in an alert rule")
+
+
+async def test_a_failing_alert_rule_never_stops_readings_being_committed(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.sqlite", ["influxdb"], max_bytes=1 << 30)
     await outbox.open()
-    live = LiveHub([META])
-    live.add_listener(Broken())  # type: ignore[arg-type]
-    ingest = IngestQueue(1000)
+    values = LiveValues([META])
     metrics = Metrics()
-    pipe = Pipeline(ingest, live, metrics, outbox, [], commit_interval_s=0.0)
-    task = asyncio.create_task(pipe.run())
+    stage = StateStage([META], values, metrics=metrics)
+    stage.rules = Rules(_raise)
+    ingest = IngestQueue(1000)
+    pipe = Pipeline(ingest, values, metrics, outbox, [], stage=stage, commit_interval_s=0.0)
+    tasks = [asyncio.create_task(pipe.run()), asyncio.create_task(stage.run())]
     acked: list[int] = []
     try:
         for i in range(3):
             await ingest.put([reading(i)], lambda i=i: acked.append(i), "mqtt:lab")  # type: ignore[misc]
         await until(lambda: acked == [0, 1, 2])
         assert outbox.last_seq >= 1
-        assert metrics.total("live_update_errors_total") == 3
-        assert live.machine("fdm-01")["signals"]["nozzle_temp"]["value"] == 202.0
+        await until(lambda: metrics.total("live_update_errors_total") >= 1)
+        assert metrics.value("live_update_errors_total", driver="mqtt") >= 1
+        assert stage.machine("fdm-01")["signals"]["nozzle_temp"]["value"] == 202.0
+        # the state stage went on all the same: it followed every reading
+        assert stage.state_of("fdm-01").signals["nozzle_temp"].value == 202.0
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await outbox.close()
+
+
+async def test_the_ack_never_waits_for_a_blocked_state_stage(tmp_path: Path) -> None:
+    """A rule step that blocks the stage for a long time (here: the stage task never runs at all) delays no
+    commit and no acknowledgement; the stage's queue coalesces to the latest value of every signal."""
+    outbox = Outbox(tmp_path / "outbox.sqlite", ["influxdb"], max_bytes=1 << 30)
+    await outbox.open()
+    values = LiveValues([META])
+    metrics = Metrics()
+    stage = StateStage([META], values, metrics=metrics, capacity=10)  # its task is not started: it is stuck
+    ingest = IngestQueue(1000)
+    pipe = Pipeline(ingest, values, metrics, outbox, [], stage=stage, commit_interval_s=0.0)
+    task = asyncio.create_task(pipe.run())
+    acked: list[int] = []
+    try:
+        for i in range(50):  # one commit each
+            await ingest.put([reading(i)], lambda i=i: acked.append(i), "mqtt:lab")  # type: ignore[misc]
+            await until(lambda i=i: len(acked) == i + 1)  # type: ignore[misc]
+        assert metrics.total("readings_committed_total") == 50
+        assert values.get("fdm-01").signals["nozzle_temp"].value == 249.0  # the live view is never behind
+        assert stage.queued() <= 10 + 1
+        assert metrics.total("state_coalesced_readings_total") > 0
+        seen: list[float] = []
+        stage.rules = Rules(lambda frames: seen.extend(float(r.value) for f in frames for r in f.readings))
+        stage.process(stage._take())  # the stage catches up: the latest value is always there
+        assert seen[-1] == 249.0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await outbox.close()
+
+
+def test_a_crossing_inside_one_batch_is_seen_by_the_rules() -> None:
+    """Many driver batches are processed in one iteration: a value that repeats starts a new frame, so the rules
+    see 640 and then 601, not only the last value."""
+    values = LiveValues([META])
+    stage = StateStage([META], values)
+    frames: list[Frame] = []
+    stage.rules = Rules(frames.extend)
+    batch = [Reading("fdm-01", "nozzle_temp", v, "degC", Quality.GOOD, i, i) for i, v in
+             enumerate([600.0, 640.0, 601.0])]
+    batch.insert(1, Reading("fdm-01", "bed_temp", 60.0, "degC", Quality.GOOD, 0, 0))
+    values.apply(batch)
+    stage.process([batch[:2], batch[2:]])
+    assert [(f.view.signals["nozzle_temp"].value, [r.signal for r in f.readings]) for f in frames] == [
+        (600.0, ["nozzle_temp", "bed_temp"]), (640.0, ["nozzle_temp"]), (601.0, ["nozzle_temp"])]
+
+
+async def test_one_machine_message_per_machine_and_iteration() -> None:
+    values = LiveValues([META])
+    stage = StateStage([META], values)
+    q = stage.fanout.subscribe()
+    batches = [[reading(i)] for i in range(20)]
+    for b in batches:
+        values.apply(b)
+    stage.process(batches)
+    msgs = [q.get_nowait() for _ in range(q.qsize())]
+    machine_msgs = [m for m in msgs if m["type"] == "machine"]
+    assert len(machine_msgs) == 1
+    assert machine_msgs[0]["machine"]["signals"]["nozzle_temp"]["value"] == 219.0

@@ -6,7 +6,7 @@ from typing import get_args
 
 from dashboards import panels
 from gateway import schema
-from gateway.config.ops import MachineStateName
+from gateway.config.operations import MachineStateName
 from gateway.machines import MACHINE_STATES
 from gateway.state import model
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opskit import NS, T0, Clock, build, feed, site
+from opskit import NS, T0, Clock, Lab, build, feed, site
 
-from gateway.config.ops import StateSection
-from gateway.live import LiveHub
+from gateway.config.operations import StateSection
 from gateway.machines import MachineMeta
 from gateway.reading import Quality, Reading, Value
 from gateway.state.derive import WorkTimer, derive
@@ -123,10 +122,9 @@ def test_maintenance_and_stale_win() -> None:
 
 def test_machine_turns_offline_after_max_of_3_intervals_and_minimum() -> None:
     clock = Clock()
-    hub = LiveHub([MachineMeta("p", "P", "printer", "mqtt", "krg", expected_interval_s=5.0)], clock=clock,
-                  stale_min_s=10.0)
+    hub = Lab([MachineMeta("p", "P", "printer", "mqtt", "krg", expected_interval_s=5.0)], clock, stale_min_s=10.0)
     events: list[Event] = []
-    hub.engine.event_listeners.append(events.append)
+    hub.stage.bus.subscribe(events.append)
     hub.update([Reading("p", "state", "printing", None, Quality.GOOD, clock(), clock())])
     assert hub.machine("p")["state"] == "running"
     clock.step(15)
@@ -145,7 +143,7 @@ def test_machine_turns_offline_after_max_of_3_intervals_and_minimum() -> None:
 
 def test_driver_disconnect_means_offline_at_once() -> None:
     clock = Clock()
-    hub = LiveHub([MachineMeta("p", "P", "printer", "mqtt", "krg")], clock=clock)
+    hub = Lab([MachineMeta("p", "P", "printer", "mqtt", "krg")], clock)
     hub.set_connected(["p"], True)
     hub.update([Reading("p", "state", "idle", None, Quality.GOOD, clock(), clock())])
     assert hub.machine("p")["state"] == "idle"

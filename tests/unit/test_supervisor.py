@@ -14,11 +14,12 @@ from gateway.backoff import Backoff
 from gateway.config.models import Timestamps
 from gateway.driver import DriverContext
 from gateway.errors import DriverUnavailable
-from gateway.live import LiveHub
+from gateway.live import LiveValues
 from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestQueue
 from gateway.reading import Quality, Reading, now_ns
+from gateway.state.stage import StateStage
 from gateway.supervisor import SupervisedContext, supervise
 
 
@@ -93,7 +94,8 @@ async def until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 def context(driver: object, ingest: IngestQueue, metrics: Metrics, **kw: object) -> SupervisedContext:
-    live = LiveHub([meta("a"), meta("b"), meta("c")])
+    metas = [meta("a"), meta("b"), meta("c")]
+    live = StateStage(metas, LiveValues(metas))
     return SupervisedContext(driver, ingest, live, metrics, backoff=Backoff(initial_s=0.01, cap_s=0.01),  # type: ignore[arg-type]
                          **kw)  # type: ignore[arg-type]
 
@@ -147,7 +149,8 @@ async def test_an_exception_in_the_task_restarts_and_only_bugs_count_as_restarts
 
 async def test_a_connected_driver_that_delivers_nothing_is_stalled() -> None:
     clock = [100.0]
-    ctx = SupervisedContext(ThreadDriver(), IngestQueue(10), LiveHub([meta("a")]), Metrics(),  # type: ignore[arg-type]
+    stage = StateStage([meta("a")], LiveValues([meta("a")]))
+    ctx = SupervisedContext(ThreadDriver(), IngestQueue(10), stage, Metrics(),  # type: ignore[arg-type]
                             clock=lambda: clock[0], stall_after_s=30.0)
     ctx.bind_loop(asyncio.get_running_loop())
     ctx.connected()
@@ -184,8 +187,8 @@ async def test_source_times_the_clock_cannot_believe_follow_the_policy(policy: s
 
 
 def test_the_live_value_is_the_latest_received_reading() -> None:
-    live = LiveHub([meta("a")])
+    live = LiveValues([meta("a")])
     now = now_ns()
-    live.update([Reading("a", "t", 1.0, None, Quality.GOOD, now + 10**18, now)])  # a clock in the far future
-    live.update([Reading("a", "t", 2.0, None, Quality.GOOD, now, now + 1)])
-    assert live.machine("a")["signals"]["t"]["value"] == 2.0
+    live.apply([Reading("a", "t", 1.0, None, Quality.GOOD, now + 10**18, now)])  # a clock in the far future
+    live.apply([Reading("a", "t", 2.0, None, Quality.GOOD, now, now + 1)])
+    assert live.get("a").signals["t"].value == 2.0

@@ -1,9 +1,11 @@
-"""Operations: the business store plus everything that runs on states and events — alert engine and book,
-notifications, maintenance, OEE, the usage ledger (gateway/billing/service.py), event export to InfluxDB and
-retained MQTT state topics.
+"""The operations services: the business store plus everything that runs on states and events — alert engine and
+book, notifications, maintenance, OEE, the usage ledger (gateway/billing/service.py), event export to InfluxDB
+and retained MQTT state topics.
 
-The runtime builds one `Operations` next to the live hub, calls `run()` as a task and `close()` at the end; the
-HTTP API reaches it through `ApiContext.extra["ops"]`.
+The runtime builds one `Services` next to the state stage, calls `run()` as a task, `tick()` every second and
+`close()` at the end; the HTTP API reaches it through `ApiContext.services`. It plugs into the stage in three
+places: the event bus persists through `_persist` (events and production, in the stage's transaction), the alert
+engine is the stage's rule step, and the ledger and the state topics listen to the bus.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,18 @@ from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import compile_rules
 from gateway.billing.export import UsageExporter
 from gateway.billing.service import UsageLedger
-from gateway.config.ops import cross_checks
+from gateway.config.references import cross_checks
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError
-from gateway.live import LiveHub, MachineLive
 from gateway.machines import MachineMeta
 from gateway.maintenance.service import Maintenance
 from gateway.notify.channels import Sender, build_senders
 from gateway.notify.dispatcher import Notifier
 from gateway.oee import oee_report, shift_windows
-from gateway.reading import Reading
 from gateway.state.events import Event
 from gateway.state.influx import EventExporter, InfluxWriter, MaintenanceExporter, OeeExporter
+from gateway.state.stage import StateStage
 from gateway.state.topics import StatePublisher
-from gateway.state.usage import Production
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,25 +56,26 @@ def check_references(cfg: SiteConfig) -> None:
                           + "\n".join(lines))
 
 
-class Operations:
-    def __init__(self, cfg: SiteConfig, live: LiveHub, data_dir: Path, *, metas: Sequence[MachineMeta],
+class Services:
+    def __init__(self, cfg: SiteConfig, stage: StateStage, data_dir: Path, *, metas: Sequence[MachineMeta],
                  clock: Callable[[], int] | None = None, http_client: httpx.AsyncClient | None = None,
                  senders: dict[str, Sender] | None = None) -> None:
         check_references(cfg)
         self.cfg = cfg
-        self.live = live
-        self.clock = clock or live.clock
+        self.stage = stage
+        self.clock = clock or stage.clock
         self.metas = {m.id: m for m in metas}
         self.store = Store(Path(data_dir) / "business.sqlite")
         self._own_client = http_client is None
         self.http = http_client or httpx.AsyncClient()
-        live.record_event = self._record_event
-        live.engine.production_listeners.append(self._production)
-        for mid, track in live.engine.tracks.items():
+        bus = stage.bus
+        bus.persist = self._persist
+        bus.transaction = self.store.transaction
+        for mid, track in stage.engine.tracks.items():
             saved = {r["name"]: r["value"] for r in self.store.query(
                 "SELECT name, value FROM counters WHERE machine = ?", (mid,))}
             track.usage.restore(saved)
-        live.restore_maintenance(self.store.get_json("maintenance_mode") or [])
+        stage.restore_maintenance(self.store.get_json("maintenance_mode") or [])
         self.usage = UsageLedger(self.store, cfg.billing, [m.id for m in metas], self.clock)
         self.notifier = Notifier(
             self.store,
@@ -83,11 +83,12 @@ class Operations:
                                                               cfg.site.id, self.http),
             cfg.notifications.retry, clock=self.clock)
         self.book = AlertBook(self.store, site_id=cfg.site.id, channels=cfg.notifications.channels,
-                              notify_window_s=cfg.alerts.notify_window_s, emit=live.emit_event,
-                              publish=live.publish_event, wake=self.notifier.wake)
+                              notify_window_s=cfg.alerts.notify_window_s, emit=bus.emit,
+                              publish=stage.fanout.publish, wake=self.notifier.wake)
         self.alerts = AlertEngine(compile_rules(effective_rules(cfg.alerts)), self.book, metas)
-        self.maintenance = Maintenance(self.store, cfg.maintenance, metas, counters=live.engine.counters,
-                                       now_ns=self.clock(), emit=live.emit_event, book=self.book)
+        stage.rules = self.alerts
+        self.maintenance = Maintenance(self.store, cfg.maintenance, metas, counters=stage.engine.counters,
+                                       now_ns=self.clock(), emit=bus.emit, book=self.book)
         self.exporter: EventExporter | None = None
         self.oee_exporter: OeeExporter | None = None
         self.maintenance_exporter: MaintenanceExporter | None = None
@@ -106,41 +107,46 @@ class Operations:
             self.topics = StatePublisher(cfg.state.mqtt, broker, cfg.site.id)
         self._saved_ns = 0
         self._checked_ns = 0
-        live.add_listener(self)
+        bus.subscribe(self._on_event)
 
     # --- store writers --------------------------------------------------------------------------------------
-    def _record_event(self, e: Event) -> Event:
-        event_id = self.store.execute("INSERT INTO events (ts_ns, machine, type, data) VALUES (?, ?, ?, ?)",
-                                      (e.ts_ns, e.machine, e.type, json.dumps(e.data, ensure_ascii=False)))
-        if e.type == "maintenance_mode":
-            self.store.put_json("maintenance_mode", self.live.in_maintenance())
-        return replace(e, id=event_id)
-
-    def _production(self, machine: str, p: Production) -> None:
-        minute = p.ts_ns - p.ts_ns % MINUTE_NS
-        self.store.execute(
-            "INSERT INTO production (machine, minute_ns, total, good) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (machine, minute_ns) DO UPDATE SET total = total + excluded.total, "
-            "good = CASE WHEN excluded.good IS NULL THEN good ELSE COALESCE(good, 0) + excluded.good END",
-            (machine, minute, p.total, p.good))
+    def _persist(self, events: Sequence[Event]) -> list[Event]:
+        """Write a batch of events and the production made meanwhile (the caller holds the transaction); the
+        events with their ids."""
+        out = []
+        with self.store.transaction() as db:
+            for e in events:
+                cur = db.execute("INSERT INTO events (ts_ns, machine, type, data) VALUES (?, ?, ?, ?)",
+                                 (e.ts_ns, e.machine, e.type, json.dumps(e.data, ensure_ascii=False)))
+                out.append(Event(e.ts_ns, e.machine, e.type, e.data, cur.lastrowid))
+            for machine, p in self.stage.engine.take_production():
+                db.execute(
+                    "INSERT INTO production (machine, minute_ns, total, good) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (machine, minute_ns) DO UPDATE SET total = total + excluded.total, "
+                    "good = CASE WHEN excluded.good IS NULL THEN good ELSE COALESCE(good, 0) + excluded.good END",
+                    (machine, p.ts_ns - p.ts_ns % MINUTE_NS, p.total, p.good))
+            if any(e.type == "maintenance_mode" for e in events):
+                db.execute("INSERT INTO kv (key, value) VALUES ('maintenance_mode', ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           (json.dumps(self.stage.in_maintenance()),))
+        return out
 
     def save_counters(self) -> None:
         now = self.clock()
         with self.store.transaction() as db:
-            for mid, track in self.live.engine.tracks.items():
+            for mid, track in self.stage.engine.tracks.items():
                 for name, value in track.usage.snapshot().items():
                     db.execute("INSERT INTO counters (machine, name, value, updated_ns) VALUES (?, ?, ?, ?) "
                                "ON CONFLICT (machine, name) DO UPDATE SET value = excluded.value, "
                                "updated_ns = excluded.updated_ns", (mid, name, value, now))
 
-    # --- LiveListener ---------------------------------------------------------------------------------------
-    def machine_updated(self, machine: MachineLive, readings: Sequence[Reading], now_ns: int) -> None:
-        self.alerts.machine_updated(machine, readings, now_ns)
-
-    def ticked(self, machines: Sequence[MachineLive], now_ns: int) -> None:
-        self.alerts.ticked(machines, now_ns)
-        for m in machines:
-            self.usage.on_seen(m.meta.id, m.last_seen_ns)
+    # --- every second and every event ----------------------------------------------------------------------
+    def tick(self) -> None:
+        """Usage ledger, maintenance due checks and saved counters; called every second after the stage's tick."""
+        now_ns = self.clock()
+        values = self.stage.values
+        for mid in values.ids():
+            self.usage.on_seen(mid, values.get(mid).last_seen_ns)
         self.usage.tick(now_ns)
         if now_ns - self._checked_ns >= MAINTENANCE_CHECK_NS:
             self._checked_ns = now_ns
@@ -149,9 +155,10 @@ class Operations:
             self._saved_ns = now_ns
             self.save_counters()
 
-    def event(self, event: Event) -> None:
-        self.usage.on_event(event, last_seen_ns=self.live.live(event.machine).last_seen_ns
-                            if self.live.has(event.machine) else None)
+    def _on_event(self, event: Event) -> None:
+        values = self.stage.values
+        self.usage.on_event(event, last_seen_ns=values.get(event.machine).last_seen_ns
+                            if values.has(event.machine) else None)
         if self.topics is not None:
             self.topics.on_event(event)
 
@@ -181,7 +188,7 @@ class Operations:
             "SELECT minute_ns, total, good FROM production WHERE machine = ? AND minute_ns >= ? AND minute_ns < ?",
             (machine, start_ns - MINUTE_NS, end_ns))]
         windows = shift_windows(self.cfg.shifts, self.cfg.site.timezone, start_ns, end_ns)
-        ideal = self.live.engine.settings(machine).ideal_cycle_s
+        ideal = self.stage.engine.settings(machine).ideal_cycle_s
         return {"machine": machine, "ideal_cycle_s": ideal,
                 **oee_report(windows, initial, changes, production, ideal)}
 
@@ -189,8 +196,8 @@ class Operations:
     async def run(self) -> None:
         if self.topics is not None:
             self.topics.start()
-            for mid in self.live.ids():
-                m = self.live.live(mid)
+            for mid in self.stage.ids():
+                m = self.stage.state_of(mid)
                 self.topics.publish(mid, m.state, m.state_since_ns, m.basis)
         tasks = [asyncio.create_task(self.notifier.run(), name="notifier")]
         if self.exporter is not None:
@@ -212,8 +219,8 @@ class Operations:
         with contextlib.suppress(Exception):
             self.save_counters()
         with contextlib.suppress(Exception):
-            for mid in self.live.ids():
-                self.usage.on_seen(mid, self.live.live(mid).last_seen_ns)
+            for mid in self.stage.values.ids():
+                self.usage.on_seen(mid, self.stage.values.get(mid).last_seen_ns)
             self.usage.save()
         if self.topics is not None:
             with contextlib.suppress(Exception):

@@ -1,4 +1,4 @@
-"""HTTP API of operations: alerts (list, ack, shelve), events, maintenance (status, done, log), maintenance
+"""HTTP API of the operations services: alerts (list, ack, shelve), events, maintenance (status, done, log), maintenance
 mode of a machine, and OEE. Reading needs any valid token; changing needs a technician or an admin."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gateway.api.auth import Principal, context_of, current_principal, require_r
 from gateway.api.context import ApiContext
 from gateway.api.times import parse_time
 from gateway.maintenance.service import UnknownTask
-from gateway.state.operations import Operations
+from gateway.services import Services
 
 NS = 1_000_000_000
 
@@ -49,20 +49,19 @@ AlertState = Literal["open", "all", "closed", "active_unacknowledged", "acknowle
                      "shelved", "suppressed"]
 
 
-def ops_of(ctx: ApiContext) -> Operations:
-    ops = ctx.extra.get("ops")
-    if not isinstance(ops, Operations):
+def services_of(ctx: ApiContext) -> Services:
+    if ctx.services is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "alerts and maintenance are not running here")
-    return ops
+    return ctx.services
 
 
 def _known(ctx: ApiContext, machine: str) -> None:
-    if not ctx.live.has(machine):
+    if not ctx.machines.has(machine):
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"unknown machine '{machine}'; GET /api/v1/machines lists the known ones")
 
 
-def _window(ops: Operations, start: str | None, end: str | None, default: timedelta) -> tuple[int, int]:
+def _window(ops: Services, start: str | None, end: str | None, default: timedelta) -> tuple[int, int]:
     end_ns = parse_time("to", end) if end else ops.clock() + 1  # "now" includes what happened this instant
     start_ns = parse_time("from", start) if start else end_ns - int(default.total_seconds() * NS)
     if start_ns >= end_ns:
@@ -104,18 +103,18 @@ def list_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts, most severe and newest first. Each has its ISA-18.2 `state`, `count` of occurrences and messages
     in English and Russian."""
-    return ops_of(ctx).book.find(state=state, machine=machine, severity=severity, limit=limit)
+    return services_of(ctx).book.find(state=state, machine=machine, severity=severity, limit=limit)
 
 
 @router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], responses=_ALERT)
 def get_alert(alert_id: AlertId, ctx: Ctx) -> dict[str, Any]:
-    return _alert_call(ops_of(ctx).book.get, alert_id)
+    return _alert_call(services_of(ctx).book.get, alert_id)
 
 
 @router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses={**_ALERT, **_CLOSED, **_FORBIDDEN, **_BODY})
 def ack_alert(alert_id: AlertId, ctx: Ctx, who: Technician, body: AckIn | None = None) -> dict[str, Any]:
     """Acknowledge: an alert whose condition is gone closes; an active one stays as `acknowledged`."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     return _alert_call(ops.book.ack, alert_id, by=who.name, note=(body or AckIn()).note, now_ns=ops.clock())
 
 
@@ -123,14 +122,14 @@ def ack_alert(alert_id: AlertId, ctx: Ctx, who: Technician, body: AckIn | None =
              responses={**_ALERT, **_CLOSED, **_FORBIDDEN, **_BODY})
 def shelve_alert(alert_id: AlertId, body: ShelveIn, ctx: Ctx, who: Technician) -> dict[str, Any]:
     """Shelve for a while: no notifications, hidden from the active list, back by itself when the time is up."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     return _alert_call(ops.book.shelve, alert_id, by=who.name, duration_s=body.duration_min * 60, note=body.note,
                        now_ns=ops.clock())
 
 
 @router.post("/api/v1/alerts/{alert_id}/unshelve", tags=["alerts"], responses={**_ALERT, **_CLOSED, **_FORBIDDEN})
 def unshelve_alert(alert_id: AlertId, ctx: Ctx, who: Technician) -> dict[str, Any]:
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     return _alert_call(ops.book.unshelve, alert_id, now_ns=ops.clock(), by=who.name)
 
 
@@ -146,7 +145,7 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
 ) -> list[dict[str, Any]]:
     """State changes, jobs, maintenance and alert transitions, newest first."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     if machine:
         _known(ctx, machine)
     start_ns, end_ns = _window(ops, start, end, timedelta(hours=24))
@@ -171,7 +170,7 @@ def maintenance(
 ) -> list[dict[str, Any]]:
     """Every maintenance task with its status (ok | due_soon | due), the use of each limit and when it was last
     done; due first."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     if machine:
         _known(ctx, machine)
     tasks = ops.maintenance.tasks(ops.clock(), machine)
@@ -183,14 +182,14 @@ def maintenance_log(ctx: Ctx, machine: Annotated[str | None, Query()] = None,
                     task: Annotated[str | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> list[dict[str, Any]]:
     """Audit log of maintenance done: who, when, note and the use at that time."""
-    return ops_of(ctx).maintenance.history(machine, task, limit)
+    return services_of(ctx).maintenance.history(machine, task, limit)
 
 
 @router.post("/api/v1/maintenance/{machine}/{task}/done", tags=["maintenance"],
              responses={404: _error("unknown machine or task"), **_FORBIDDEN, **_BODY})
 def maintenance_done(machine: str, task: str, ctx: Ctx, who: Technician, body: DoneIn | None = None) -> dict[str, Any]:
     """Mark a task done now (logged with who and the note); its counters start again from zero."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     _known(ctx, machine)
     try:
         return ops.maintenance.done(machine, task, by=who.name, note=(body or DoneIn()).note, now_ns=ops.clock())
@@ -202,9 +201,9 @@ def maintenance_done(machine: str, task: str, ctx: Ctx, who: Technician, body: D
             responses={**_MACHINE, **_FORBIDDEN, **_BODY})
 def maintenance_mode(machine: str, body: ModeIn, ctx: Ctx, who: Technician) -> dict[str, Any]:
     """Take a machine into maintenance (state `maintenance`, alerts suppressed) or back."""
-    ops_of(ctx)
+    services_of(ctx)
     _known(ctx, machine)
-    return ctx.live.set_maintenance(machine, body.active, by=who.name, note=body.note)
+    return ctx.machines.set_maintenance(machine, body.active, by=who.name, note=body.note)
 
 
 # --- OEE --------------------------------------------------------------------------------------------------------
@@ -216,13 +215,13 @@ def oee(
     end: Annotated[str | None, Query(alias="to", description="ISO-8601; default now")] = None,
 ) -> dict[str, Any]:
     """OEE = availability x performance x quality per machine, per shift and per day (see docs/operations.md)."""
-    ops = ops_of(ctx)
+    ops = services_of(ctx)
     if machine:
         _known(ctx, machine)
     start_ns, end_ns = _window(ops, start, end, timedelta(hours=24))
     if end_ns - start_ns > 93 * 86_400 * NS:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "at most 93 days at once")
-    ids = [machine] if machine else ctx.live.ids()
+    ids = [machine] if machine else ctx.machines.ids()
     return {"from": _iso(start_ns), "to": _iso(end_ns), "timezone": ops.cfg.site.timezone,
             "machines": [ops.oee(mid, start_ns, end_ns) for mid in ids]}
 
