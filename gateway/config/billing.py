@@ -2,23 +2,19 @@
 
 Every field carries its description, so the JSON Schema, the README and the error text share one source. Money
 is written as plain numbers (`per_running_hour: 4500`) and read as exact decimals in the site currency
-(`site.currency`). `cross_checks(cfg)` reports references a single model cannot see (an unknown machine, kind,
-partner, project or material).
+(`site.currency`). References a single model cannot see (an unknown machine, kind, partner, project or
+material) are checked in gateway/config/references.py.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.models import SLUG, Strict
-
-if TYPE_CHECKING:
-    from gateway.config.site import SiteConfig
 
 Tier = Literal["academic", "startup", "industrial"]
 TIERS: tuple[Tier, ...] = ("academic", "startup", "industrial")
@@ -165,85 +161,3 @@ class BillingSection(Strict):
             if p.id == partner_id:
                 return p
         raise KeyError(partner_id)
-
-
-def _unknown(loc: Loc, value: str, what: str, known: Sequence[str]) -> tuple[Loc, object, str]:
-    import difflib
-
-    names = sorted(set(known))
-    close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
-    hint = f'did you mean "{close[0]}"? ' if close else ""
-    return loc, value, f'"{value}" is not a known {what}; {hint}(known: {", ".join(names) or "none"})'
-
-
-def _unique(section: str, items: Sequence[tuple[int, str]], what: str) -> list[tuple[Loc, object, str]]:
-    out: list[tuple[Loc, object, str]] = []
-    first: dict[str, int] = {}
-    for i, item_id in items:
-        if item_id in first:
-            out.append((("billing", section, i, "id"), item_id, f'"{item_id}" is already used by '
-                        f"{section}[{first[item_id]}]; {what} ids must be unique"))
-        first.setdefault(item_id, i)
-    return out
-
-
-def cross_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
-    """References inside `billing:` and to the machines: partners, projects, materials, machines and kinds; and
-    the partners of partner tokens (`api.tokens[].partner`)."""
-    b = cfg.billing
-    tokens = [(i, t.partner) for i, t in enumerate(cfg.api.tokens) if t.partner is not None]
-    if b is None:
-        return [(("api", "tokens", i, "partner"), p, f'"{p}" is not a known partner: this site file has no '
-                 "billing section (add billing.partners)") for i, p in tokens]
-    ids = [m.id for m in cfg.machines]
-    kinds = sorted({m.kind for m in cfg.machines})
-    partners = [p.id for p in b.partners]
-    projects = {p.id: p.partner for p in b.projects}
-    materials = [m.id for m in b.materials]
-    out: list[tuple[Loc, object, str]] = []
-    out += _unique("partners", list(enumerate(partners)), "partner")
-    out += _unique("projects", [(i, p.id) for i, p in enumerate(b.projects)], "project")
-    out += _unique("users", [(i, u.id) for i, u in enumerate(b.users)], "user")
-    out += _unique("materials", list(enumerate(materials)), "material")
-
-    def project_of(loc: Loc, partner: str, project: str | None) -> None:
-        if project is None:
-            return
-        if project not in projects:
-            out.append(_unknown((*loc, "project"), project, "project", list(projects)))
-        elif partner in partners and projects[project] != partner:
-            out.append(((*loc, "project"), project, f'"{project}" is a project of partner "{projects[project]}", '
-                        f'not of "{partner}"'))
-
-    for i, p in enumerate(b.projects):
-        if p.partner not in partners:
-            out.append(_unknown(("billing", "projects", i, "partner"), p.partner, "partner", partners))
-    badges: dict[str, str] = {}
-    for i, u in enumerate(b.users):
-        if u.partner not in partners:
-            out.append(_unknown(("billing", "users", i, "partner"), u.partner, "partner", partners))
-        project_of(("billing", "users", i), u.partner, u.project)
-        for j, badge in enumerate(u.badges):
-            if badge in badges and badges[badge] != u.id:
-                out.append((("billing", "users", i, "badges", j), badge,
-                            f'"{badge}" is already the badge of user "{badges[badge]}"'))
-            badges.setdefault(badge, u.id)
-    for i, partner in tokens:
-        if partner not in partners:
-            out.append(_unknown(("api", "tokens", i, "partner"), partner, "partner", partners))
-    for i, rule in enumerate(b.attribution):
-        if rule.partner not in partners:
-            out.append(_unknown(("billing", "attribution", i, "partner"), rule.partner, "partner", partners))
-        project_of(("billing", "attribution", i), rule.partner, rule.project)
-        for j, mid in enumerate(rule.machines):
-            if mid not in ids:
-                out.append(_unknown(("billing", "attribution", i, "machines", j), mid, "machine", ids))
-    for i, card in enumerate(b.rates):
-        for key, values, known, what in (("machines", card.machines, ids, "machine"),
-                                         ("kinds", card.kinds, kinds, "machine kind")):
-            for j, v in enumerate(values):
-                if v not in known:
-                    out.append(_unknown(("billing", "rates", i, key, j), v, what, known))
-        if card.material is not None and card.material not in materials:
-            out.append(_unknown(("billing", "rates", i, "material"), card.material, "material", materials))
-    return out
