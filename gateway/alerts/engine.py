@@ -2,7 +2,9 @@
 
 One `Memory` per rule and machine holds the debounce timers, the hysteresis state and (for rate rules) recent
 samples. After a restart, rules whose alert is still open and active start active, so a condition that still
-holds neither raises a second alert nor notifies again.
+holds neither raises a second alert nor notifies again; and such an alert is held as it is until its machine has
+reported after the restart (a gateway that has not heard from a machine yet knows nothing new about it: an error
+alert must not clear just because the gateway restarted).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class AlertEngine:
         changed: list[dict[str, Any]] = []
         for rule in self.rules.get(view.meta.id, ()):
             mem = self.memory[(rule.id, view.meta.id)]
+            if mem.active and view.last_seen_ns is None:
+                continue  # restored open from before a restart; nothing heard from the machine since
             if readings:
                 rule.feed(mem, readings)
             outcome = rule.evaluate(view, mem, now_ns)

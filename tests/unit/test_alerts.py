@@ -253,6 +253,27 @@ def test_restart_neither_raises_again_nor_renotifies_nor_loses(tmp_path: Path) -
     assert len(hook2.sent) == 2
 
 
+def test_after_a_restart_an_open_alert_holds_until_its_machine_reports(tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = site(HOOK)
+    live, ops = build(cfg, tmp_path, clock, {"hook": Recorder()})
+    feed(live, clock, "cnc-01", state="alarm")
+    clock.step(3)
+    live.tick()
+    assert [(a["rule"], a["state"]) for a in ops.book.find()] == [("machine-error", "active_unacknowledged")]
+    ops.store.close()
+    live2, ops2 = build(cfg, tmp_path, clock, {"hook": Recorder()})
+    for _ in range(120):  # two minutes without a word from the machine: offline, but the alert stays as it was
+        clock.step(1)
+        live2.tick()
+    assert [(a["rule"], a["state"]) for a in ops2.book.find()] == [("machine-error", "active_unacknowledged")]
+    feed(live2, clock, "cnc-01", state="ready")  # it reports, and is no longer in error: now the alert clears
+    for _ in range(10):
+        clock.step(1)
+        live2.tick()
+    assert [(a["rule"], a["state"]) for a in ops2.book.find()] == [("machine-error", "cleared_unacknowledged")]
+
+
 def test_notification_routing_by_severity_and_lab(tmp_path: Path) -> None:
     clock = Clock()
     ops_hook, materials = Recorder(), Recorder()
