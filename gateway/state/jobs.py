@@ -41,6 +41,7 @@ class JobTracker:
     def __init__(self, machine: str, settings: StateSettings) -> None:
         self.machine = machine
         self.settings = settings
+        self._job_signals = frozenset(settings.job_signals())  # looked up for every reading
         self.active: Job | None = None
         self.last_key: str | None = None
         self.seen_job_signal = False
@@ -79,7 +80,7 @@ class JobTracker:
 
     def on_reading(self, r: Reading, signals: Mapping[str, SignalValue], state: str) -> list[Event]:
         s = self.settings
-        if r.signal not in s.job_signals():
+        if r.signal not in self._job_signals:
             return []
         self.seen_job_signal = True
         out: list[Event] = []
