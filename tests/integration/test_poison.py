@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gwkit import running
+from kit.runtime import running
 from test_mqtt_to_influx import count, publisher, wait_for
 
 from gateway.config.loader import check_text

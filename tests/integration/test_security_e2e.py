@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gwkit import board, running
+from kit.runtime import board, running
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from gwkit import board, take
+from kit.runtime import board, take
 
 from drivers.serial.config import InstrumentField, InstrumentMessage, InstrumentOptions, PrinterOptions, SerialMachine
 from drivers.serial.driver import SerialDriver

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from gwkit import board, take
+from kit.runtime import board, take
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
