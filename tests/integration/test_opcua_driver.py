@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.driver import DriverHarness
 from kit.poll import until
 from kit.runtime import running
 
@@ -25,7 +26,7 @@ from gateway.config.site import SiteConfig
 from gateway.errors import DriverUnavailable
 from gateway.reading import Reading
 from gateway.registry import discover
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, machine_metas
 from simulators.opcua_models import PROGRAMS
 from simulators.opcua_sim import CNC_NS, SIM_APP_URI, OpcuaSimServer, node_id
 from simulators.services import InfluxDB1
@@ -181,29 +182,15 @@ def ctx_of(rt: Runtime, machine: str) -> Any:
     return next(c for c in rt.contexts if machine in c.machine_ids)
 
 
-class FakeCtx:
-    """Just enough of DriverContext to run one driver directly."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.is_connected = False
-        self.bad: list[tuple[str, str | None, str]] = []
-        self.name = "fake"
-
-    async def emit(self, readings: Any, ack: Any = None) -> None:
-        self.readings.extend(readings)
-
-    def connected(self, machine_ids: Any = None) -> None:
-        self.is_connected = True
-
-    def bad_input(self, reason: str, machine: str | None, detail: str) -> None:
-        self.bad.append((reason, machine, detail))
-
-
 def opcua_machine(cfg: SiteConfig) -> OpcuaMachine:
     m = cfg.machines[0]
     assert isinstance(m, OpcuaMachine)
     return m
+
+
+def harness(cfg: SiteConfig) -> DriverHarness:
+    """The driver of the site's one machine with the supervisor's context, for running it directly (no retries)."""
+    return DriverHarness(OpcuaDriver(opcua_machine(cfg)), machine_metas(cfg))
 
 
 # --- tests -------------------------------------------------------------------------------------------------------
@@ -327,9 +314,10 @@ async def test_secure_channel_with_username(secure_sim: OpcuaSimServer, pki: Pki
     async with gateway(cfg) as (_rt, tap):
         await until(lambda: len(tap.of("furnace-01", "temperature")) >= 2, timeout_s=15.0)
     wrong = site(furnace_yaml(secure_sim.endpoint, security=security, identity=identity), env={"FURNACE_PW": "nope"})
+    h = harness(wrong)
     with pytest.raises(DriverUnavailable, match=r"cannot connect to .*Bad"):
         async with asyncio.timeout(15):
-            await OpcuaDriver(opcua_machine(wrong)).run(FakeCtx())  # type: ignore[arg-type]
+            await h.driver.run(h.ctx)
 
 
 async def test_untrusted_server_certificate_is_refused(secure_sim: OpcuaSimServer, pki: Pki, tmp_path: Path) -> None:
@@ -338,17 +326,17 @@ async def test_untrusted_server_certificate_is_refused(secure_sim: OpcuaSimServe
                 f"private_key: {pki.client_key}, trust_dir: {trust}}}")
     identity = "    identity: {type: username, username: gateway, password: \"${FURNACE_PW}\"}\n"
     cfg = site(furnace_yaml(secure_sim.endpoint, security=security, identity=identity), env={"FURNACE_PW": PASSWORD})
-    ctx = FakeCtx()
+    h = harness(cfg)
     with pytest.raises(UntrustedServer) as err:
         async with asyncio.timeout(15):
-            await OpcuaDriver(opcua_machine(cfg)).run(ctx)  # type: ignore[arg-type]
+            await h.driver.run(h.ctx)
     rejected = list((tmp_path / "pki" / "rejected").iterdir())
     assert len(rejected) == 1
     assert str(err.value).startswith(f"server certificate of {secure_sim.endpoint} is not trusted "
                                      "(O=Kartech,CN=Kartech sim, SHA-1 thumbprint ")
     assert str(err.value).endswith(f"; it was saved as {rejected[0]} — if it is the right server, move it into "
                                    f"{trust}/")
-    assert not ctx.is_connected
+    assert not h.ctx.is_connected
     # trust on first use, when configured, connects and keeps the certificate
     tofu = site(furnace_yaml(secure_sim.endpoint, security=security.replace("}", ", trust_on_first_use: true}"),
                              identity=identity), env={"FURNACE_PW": PASSWORD})
