@@ -18,7 +18,8 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from gwkit import running
+from kit.poll import until
+from kit.runtime import running
 from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.mqtt.config import MqttMachine
@@ -157,15 +158,6 @@ async def gateway(cfg: SiteConfig, data_dir: Path) -> AsyncIterator[tuple[Runtim
         yield rt, api
 
 
-async def until(predicate: Any, timeout_s: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"{what} did not happen within {timeout_s} s") from None
-
-
 async def drained(rt: Runtime) -> bool:
     """Every notification the alerts queued is sent (or given up): nothing more goes out unless an alert moves."""
     assert rt.services is not None
@@ -189,7 +181,7 @@ async def publish_marker(rt: Runtime, port: int, topic: str, payload: dict[str, 
         seen = rt.stage.state_of(machine).signals.get(signal)
         return seen is not None and seen.value == value
 
-    await until(arrived, 10, f"the marker reading {signal}={value} of {machine}")
+    await until(arrived, f"the marker reading {signal}={value} of {machine}", 10)
 
 
 async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restart(
@@ -205,7 +197,7 @@ async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restar
                 async def printing() -> bool:
                     return bool(rt.stage.machine("x1c-01")["state"] == "running")
 
-                await until(printing, 10, "the printer printing")
+                await until(printing, "the printer printing", 10)
                 lab.inject_fault("x1c-01", "thermal_runaway")
                 started = time.monotonic()
 
@@ -213,13 +205,13 @@ async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restar
                     return any(a["rule"] == "printer-thermal-runaway" and a["severity"] == "critical"
                                for a in (await api.get("/api/v1/alerts")).json())
 
-                await until(critical, 5, "a critical thermal-runaway alert")
+                await until(critical, "a critical thermal-runaway alert", 5)
                 assert time.monotonic() - started < 5
 
                 async def notified() -> bool:
                     return len(webhook.received) >= 1 and len(mailbox.messages) >= 1
 
-                await until(notified, 5, "webhook and e-mail notifications")
+                await until(notified, "webhook and e-mail notifications", 5)
                 alert = next(a for a in (await api.get("/api/v1/alerts")).json()
                              if a["rule"] == "printer-thermal-runaway")
                 r = await api.post(f"/api/v1/alerts/{alert['id']}/ack", json={"note": "heater cartridge checked"})
@@ -230,8 +222,8 @@ async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restar
                 async def closed() -> bool:
                     return bool((await api.get(f"/api/v1/alerts/{alert['id']}")).json()["state"] == "closed")
 
-                await until(closed, 10, "the alert closing")
-                await until(lambda: drained(rt), 10, "the notifier sending what the alerts queued")
+                await until(closed, "the alert closing", 10)
+                await until(lambda: drained(rt), "the notifier sending what the alerts queued", 10)
             finally:
                 await asyncio.to_thread(lab.stop)
             assert webhook.rules() == ["printer-thermal-runaway"]
@@ -253,7 +245,7 @@ async def test_thermal_runaway_alerts_once_is_acked_clears_and_survives_a_restar
             await publish_marker(rt, mosquitto.port, f"lab/{site_id}/x1c-01/report",
                                  {"ts": int(time.time() * 1000), "temps": {"nozzle": 24.25, "nozzle_target": 0},
                                   "state": "error"}, "x1c-01", "nozzle_temp", 24.25)
-            await until(lambda: drained(rt), 10, "the notifier sending what the alerts queued")
+            await until(lambda: drained(rt), "the notifier sending what the alerts queued", 10)
         assert webhook.rules() == ["printer-thermal-runaway"]
         assert len(mailbox.messages) == 1
 
@@ -281,11 +273,11 @@ async def test_a_flood_of_crossings_gives_one_alert_and_one_notification(
                 return len(alerts) == 1 and alerts[0]["state"] == "cleared_unacknowledged" and len(
                     webhook.received) == 1 and len(mailbox.messages) == 1
 
-            await until(settled, 10, "the flood settling")
+            await until(settled, "the flood settling", 10)
             # a last reading below the limit, after all 200: once it is seen, every crossing has been processed
             await publish_marker(rt, mosquitto.port, f"lab/{site_id}/air-01/env", {"co2_ppm": 901}, "air-01",
                                  "co2_ppm", 901)
-            await until(lambda: drained(rt), 10, "the notifier sending what the alerts queued")
+            await until(lambda: drained(rt), "the notifier sending what the alerts queued", 10)
             [alert] = [a for a in (await api.get("/api/v1/alerts")).json() if a["rule"] == "co2-high"]
             assert alert["count"] > 10  # every crossing the gateway saw raised the count of the one alert
             assert webhook.rules() == ["co2-high"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from gwkit import running
+from kit.poll import until
+from kit.runtime import running
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config.loader import check_text
@@ -60,12 +60,6 @@ billing:
     return result.config
 
 
-async def wait_for(pred: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.05)
-
-
 def publish(port: int, topic: str, bodies: list[dict[str, object]]) -> None:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
     c.connect("127.0.0.1", port)
@@ -95,9 +89,10 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
 
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 10.0)])
-        await wait_for(lambda: rt.stage.machine("fdm-01")["state"] == "running")
+        await until(lambda: rt.stage.machine("fdm-01")["state"] == "running", timeout_s=20.0)
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 11.0 + i) for i in range(4)])
-        await wait_for(lambda: rt.stage.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0)
+        await until(lambda: rt.stage.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0,
+                    timeout_s=20.0)
         [(kind, started)] = job_events(rt)
         assert kind == "job_start"
         last_seen = rt.values.get("fdm-01").last_seen_ns
@@ -106,11 +101,11 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
     # the gateway is down; then a new one starts on the same data directory and the job goes on
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 50.0 + i) for i in range(3)])
-        await wait_for(lambda: rt.stage.machine("fdm-01")["state"] == "running")
+        await until(lambda: rt.stage.machine("fdm-01")["state"] == "running", timeout_s=20.0)
         await asyncio.to_thread(publish, mosquitto.port, topic, [report("finished", 100.0)])
-        await wait_for(lambda: len(job_events(rt)) == 3)
+        await until(lambda: len(job_events(rt)) == 3, timeout_s=20.0)
         assert rt.services is not None
-        await wait_for(lambda: rt.services is not None and len(rt.services.usage.entries()) > 0)
+        await until(lambda: rt.services is not None and len(rt.services.usage.entries()) > 0, timeout_s=20.0)
         events = job_events(rt)
         resumed = rt.services.store.query("SELECT ts_ns FROM events WHERE type = 'state' AND "
                                           "json_extract(data, '$.to') = 'running' ORDER BY ts_ns")[-1]["ts_ns"]

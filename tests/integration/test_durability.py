@@ -12,13 +12,14 @@ import json
 import resource
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import gwkit
 import paho.mqtt.client as mqtt
 import pytest
+from kit import runtime
+from kit.poll import until, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import (
@@ -47,23 +48,6 @@ def names() -> tuple[str, str]:
     return f"d_{tag}", f"s{tag}"
 
 
-def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
-async def until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not pred():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
-
-
 def config(text: str) -> SiteConfig:
     result = check_text(text, "test.yaml", SPECS, {"KARTECH_BENCH_TOKEN": "x" * 20})
     assert result.problems == [], result.problems
@@ -73,7 +57,7 @@ def config(text: str) -> SiteConfig:
 
 @asynccontextmanager
 async def running(cfg: SiteConfig, data_dir: Path) -> AsyncIterator[Runtime]:
-    async with gwkit.running(Runtime(cfg, SPECS, data_dir=data_dir, serve_api=False)) as rt:
+    async with runtime.running(Runtime(cfg, SPECS, data_dir=data_dir, serve_api=False)) as rt:
         yield rt
 
 
@@ -98,8 +82,8 @@ def test_sigkill_while_writing_loses_nothing_committed(tmp_path: Path, mosquitto
     gw.start()
     try:
         traffic = load(mosquitto, site, rate=1500, seconds=4)
-        wait_until(lambda: gw.metrics().total("readings_committed_total") >= 1500 * SIGNALS_PER_MESSAGE, 10,
-                   "a second of traffic committed")
+        wait_until(lambda: gw.metrics().total("readings_committed_total") >= 1500 * SIGNALS_PER_MESSAGE,
+                   "a second of traffic committed", 10)
         m = gw.metrics()
         committed, written = m.total("readings_committed_total"), m.total("readings_written_total")
         gw.kill9()
@@ -129,8 +113,8 @@ def test_killed_between_receive_and_commit_gets_the_messages_again(tmp_path: Pat
         sent = publish(mosquitto.port, topic=f"bench/{site}", machines=MACHINES, publishers=1, rate=0, seconds=10,
                        count=200)
         assert sent.acked == 200  # the broker has them; the gateway has not acknowledged them
-        wait_until(lambda: gw.metrics().total("readings_received_total") == 200 * SIGNALS_PER_MESSAGE, 10,
-                   "all messages received")
+        wait_until(lambda: gw.metrics().total("readings_received_total") == 200 * SIGNALS_PER_MESSAGE,
+                   "all messages received", 10)
         m = gw.metrics()
         assert m.total("readings_committed_total") == 0
         assert m.total("outbox_errors_total") >= 1
@@ -160,7 +144,7 @@ def test_disk_full_degrades_visibly_and_recovers_when_space_returns(tmp_path: Pa
     gw.start()
     try:
         traffic = load(mosquitto, site, rate=3000, seconds=7)
-        wait_until(lambda: gw.health()["outbox"]["state"] == "failing", 15, "the outbox to hit the limit")
+        wait_until(lambda: gw.health()["outbox"]["state"] == "failing", "the outbox to hit the limit", 15)
         health = gw.health()
         assert health["status"] == "degraded"
         assert "full" in health["outbox"]["last_error"]
@@ -168,10 +152,10 @@ def test_disk_full_degrades_visibly_and_recovers_when_space_returns(tmp_path: Pa
         assert m.total("outbox_errors_total") >= 1
         assert m.total("readings_committed_total") < m.total("readings_received_total")
         resource.prlimit(gw.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        wait_until(lambda: gw.health()["outbox"]["state"] == "ok", 15, "the outbox to recover")
+        wait_until(lambda: gw.health()["outbox"]["state"] == "ok", "the outbox to recover", 15)
         sent = traffic.wait()
-        wait_until(lambda: gw.metrics().total("readings_committed_total") == sent.sent * SIGNALS_PER_MESSAGE, 20,
-                   "every message committed")
+        wait_until(lambda: gw.metrics().total("readings_committed_total") == sent.sent * SIGNALS_PER_MESSAGE,
+                   "every message committed", 20)
         assert gw.proc is not None
         assert gw.proc.poll() is None  # never crashed
     finally:
@@ -209,14 +193,14 @@ async def test_a_poison_line_mid_batch_is_dead_lettered_and_every_good_line_land
             return pub.publish(f"bench/{site}/{machine}/report", message(machine, ts, layer), qos=1)
 
         send("p-000", base, 1).wait_for_publish(5)  # `layer` becomes an integer field
-        await until(lambda: rt.metrics.total("readings_written_total") == 4, 10, "the first message written")
+        await until(lambda: rt.metrics.total("readings_written_total") == 4, "the first message written", 10)
         infos = [send(f"p-{i % MACHINES:03d}", base + 1 + i, 100 + i) for i in range(100)]
         infos.append(send("bad-01", base + 500, 7))
         infos += [send(f"p-{i % MACHINES:03d}", base + 1000 + i, 1000 + i) for i in range(100)]
         for info in infos:
             info.wait_for_publish(5)
         await until(lambda: rt.outbox is not None and rt.outbox.queued_readings("influxdb") == 0
-                    and rt.metrics.total("readings_committed_total") == 4 + 200 * 4 + 1, 20, "the batch confirmed")
+                    and rt.metrics.total("readings_committed_total") == 4 + 200 * 4 + 1, "the batch confirmed", 20)
         pub.loop_stop()
         assert rt.outbox is not None
         dead = await rt.outbox.dead_letters("influxdb")
@@ -238,8 +222,8 @@ async def test_influxdb_down_then_up_lands_everything_exactly_once(tmp_path: Pat
         try:
             sent = await asyncio.to_thread(lambda: load(mosquitto, site, rate=2000, seconds=2).wait())
             readings = sent.sent * SIGNALS_PER_MESSAGE
-            await until(lambda: rt.metrics.total("readings_committed_total") == readings, 10, "all committed")
-            await until(lambda: rt.health()["sinks"]["influxdb"]["state"] == "failing", 10, "the sink failing")
+            await until(lambda: rt.metrics.total("readings_committed_total") == readings, "all committed", 10)
+            await until(lambda: rt.health()["sinks"]["influxdb"]["state"] == "failing", "the sink failing", 10)
             h = rt.health()
             assert h["status"] == "degraded"
             assert h["sinks"]["influxdb"]["queued"] > 0
@@ -247,7 +231,7 @@ async def test_influxdb_down_then_up_lands_everything_exactly_once(tmp_path: Pat
         finally:
             await asyncio.to_thread(influxdb.start)
         await until(lambda: rt.metrics.total("readings_written_total") >= readings
-                    and rt.health()["sinks"]["influxdb"]["queued"] == 0, 30, "the backlog written, nothing queued")
+                    and rt.health()["sinks"]["influxdb"]["queued"] == 0, "the backlog written, nothing queued", 30)
         assert rt.metrics.total("readings_written_total") == readings  # nothing written twice
         assert rt.health()["status"] == "ok"
     result = reconcile(influxdb, db, sent)
@@ -262,7 +246,7 @@ async def test_full_outbox_with_backpressure_keeps_data_in_the_broker_and_loses_
         await asyncio.to_thread(influxdb.stop)
         try:
             traffic = load(mosquitto, site, rate=2000, seconds=2)
-            await until(lambda: rt.pipeline is not None and rt.pipeline.state == "backpressure", 15, "back-pressure")
+            await until(lambda: rt.pipeline is not None and rt.pipeline.state == "backpressure", "back-pressure", 15)
             sent = await asyncio.to_thread(traffic.wait)
             await asyncio.sleep(0.5)
             h = rt.health()
@@ -274,7 +258,7 @@ async def test_full_outbox_with_backpressure_keeps_data_in_the_broker_and_loses_
         finally:
             await asyncio.to_thread(influxdb.start)
         readings = sent.sent * SIGNALS_PER_MESSAGE
-        await until(lambda: rt.metrics.total("readings_written_total") >= readings, 30, "everything written")
+        await until(lambda: rt.metrics.total("readings_written_total") >= readings, "everything written", 30)
         assert rt.metrics.value("readings_dropped_total", sink="influxdb") == 0
     result = reconcile(influxdb, db, sent)
     assert (result.stored, result.lost, result.duplicates, result.mismatched_series) == (sent.sent, 0, 0, [])
@@ -289,13 +273,13 @@ async def test_full_outbox_with_drop_oldest_drops_and_counts(tmp_path: Path, mos
         try:
             sent = await asyncio.to_thread(lambda: load(mosquitto, site, rate=2000, seconds=2).wait())
             readings = sent.sent * SIGNALS_PER_MESSAGE
-            await until(lambda: rt.metrics.total("readings_committed_total") == readings, 10, "all committed")
+            await until(lambda: rt.metrics.total("readings_committed_total") == readings, "all committed", 10)
             dropped = rt.metrics.value("readings_dropped_total", sink="influxdb")
             assert dropped > readings / 2  # 64 KiB holds a small part of it
             assert f'kartech_readings_dropped_total{{sink="influxdb"}} {dropped:g}' in rt.metrics.render()
         finally:
             await asyncio.to_thread(influxdb.start)
-        await until(lambda: rt.metrics.total("readings_written_total") + dropped >= readings, 30, "the rest written")
+        await until(lambda: rt.metrics.total("readings_written_total") + dropped >= readings, "the rest written", 30)
         assert rt.metrics.total("readings_written_total") + dropped == readings  # every reading accounted for
     stored = reconcile(influxdb, db, sent).stored
     assert 0 < stored < sent.sent

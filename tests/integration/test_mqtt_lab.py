@@ -7,11 +7,12 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from kit.poll import wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.mqtt.config import MqttMachine
@@ -110,15 +111,6 @@ class Collector:
         self.client.loop_stop()
 
 
-def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 @pytest.fixture
 def site() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
@@ -167,7 +159,7 @@ def test_encode_inverts_scale_and_places_values_at_their_paths() -> None:
 def test_payloads_decode_per_config_and_counts_reconcile(lab_broker: Mosquitto, site: str) -> None:
     lab, collector = start_lab(lab_broker.port, site)
     try:
-        wait_for(lambda: all(collector.of(m) for m in lab.machines), what="every machine to publish")
+        wait_until(lambda: all(collector.of(m) for m in lab.machines), "every machine to publish")
         time.sleep(0.5)
     finally:
         started = time.monotonic()
@@ -175,8 +167,7 @@ def test_payloads_decode_per_config_and_counts_reconcile(lab_broker: Mosquitto, 
         assert time.monotonic() - started < 2.0
     try:
         for mid in lab.machines:
-            wait_for(lambda mid=mid: len(collector.of(mid)) == lab.published[mid],  # type: ignore[misc]
-                     what=f"{mid}: received == published")
+            wait_until(lambda mid=mid: len(collector.of(mid)) == lab.published[mid], f"{mid}: received == published")
             assert lab.published[mid] > 0
     finally:
         collector.close()
@@ -211,8 +202,8 @@ def test_garbage_is_mixed_into_the_stream(lab_broker: Mosquitto, site: str) -> N
             lab.set_garbage("furnace-01", kind)
         lab.set_garbage("pm-01", "text_in_number")
         lab.set_garbage("pm-01", "nan")
-        wait_for(lambda: sum(lab.garbage_published.values()) == 6, what="six bad messages acknowledged")
-        wait_for(lambda: len(collector.of("pm-01")) > 20, what="good messages after the bad ones")
+        wait_until(lambda: sum(lab.garbage_published.values()) == 6, "six bad messages acknowledged")
+        wait_until(lambda: len(collector.of("pm-01")) > 20, "good messages after the bad ones")
     finally:
         lab.stop()
         collector.close()
@@ -239,18 +230,18 @@ def test_garbage_is_mixed_into_the_stream(lab_broker: Mosquitto, site: str) -> N
 def test_frozen_machine_goes_quiet_and_resumes(lab_broker: Mosquitto, site: str) -> None:
     lab, collector = start_lab(lab_broker.port, site)
     try:
-        wait_for(lambda: len(collector.of("furnace-01")) > 2, what="furnace data")
+        wait_until(lambda: len(collector.of("furnace-01")) > 2, "furnace data")
         lab.freeze("furnace-01")
         meter_at = len(collector.of("pm-01"))
         # one publishing thread and one client: a meter message published after the freeze arrives after any
         # furnace message published before it
-        wait_for(lambda: len(collector.of("pm-01")) >= meter_at + 2, what="the meter publishing after the freeze")
+        wait_until(lambda: len(collector.of("pm-01")) >= meter_at + 2, "the meter publishing after the freeze")
         frozen_at = len(collector.of("furnace-01"))
         meter_at = len(collector.of("pm-01"))
-        wait_for(lambda: len(collector.of("pm-01")) > meter_at + 5, what="five more meter messages")
+        wait_until(lambda: len(collector.of("pm-01")) > meter_at + 5, "five more meter messages")
         assert len(collector.of("furnace-01")) == frozen_at
         lab.resume("furnace-01")
-        wait_for(lambda: len(collector.of("furnace-01")) > frozen_at + 3, what="furnace to resume")
+        wait_until(lambda: len(collector.of("furnace-01")) > frozen_at + 3, "furnace to resume")
         with pytest.raises(KeyError, match="no simulated machine 'nope'"):
             lab.freeze("nope")
     finally:
@@ -263,8 +254,8 @@ def test_publish_raw_waits_for_the_broker(lab_broker: Mosquitto, site: str) -> N
     try:
         lab.publish_raw(f"lab/{site}/furnace-01/telemetry", b"\x00\x01 not json")
         assert lab.raw_published == 1
-        wait_for(lambda: (f"lab/{site}/furnace-01/telemetry", b"\x00\x01 not json") in collector.snapshot(),
-                 what="raw message")
+        wait_until(lambda: (f"lab/{site}/furnace-01/telemetry", b"\x00\x01 not json") in collector.snapshot(),
+                   "raw message")
     finally:
         lab.stop()
         collector.close()
@@ -279,13 +270,13 @@ def test_lab_keeps_publishing_after_a_broker_restart(site: str) -> None:
     try:
         lab, collector = start_lab(broker.port, site)
         try:
-            wait_for(lambda: lab.published["furnace-01"] > 3, what="data before the restart")
+            wait_until(lambda: lab.published["furnace-01"] > 3, "data before the restart")
             broker.restart(down_s=1.0)
             before = lab.published["furnace-01"]
             seen = len(collector.of("furnace-01"))
             assert lab.wait_connected(10)
-            wait_for(lambda: lab.published["furnace-01"] > before + 5, timeout_s=15, what="publishing again")
-            wait_for(lambda: len(collector.of("furnace-01")) > seen + 5, timeout_s=15, what="delivery again")
+            wait_until(lambda: lab.published["furnace-01"] > before + 5, "publishing again", 15)
+            wait_until(lambda: len(collector.of("furnace-01")) > seen + 5, "delivery again", 15)
         finally:
             started = time.monotonic()
             lab.stop()

@@ -6,11 +6,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import paho.mqtt.client as mqtt
-from gwkit import running
+from kit.poll import until
+from kit.runtime import running
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config.loader import check_text
@@ -71,12 +71,6 @@ def publisher(port: int) -> mqtt.Client:
     return c
 
 
-async def wait_for(pred: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.1)
-
-
 def count(influx: InfluxDB1, db: str, q: str) -> int:
     series = influx.query(q, db=db)
     return int(series[0]["values"][0][1]) if series else 0
@@ -91,7 +85,7 @@ async def test_messages_land_with_tags_fields_and_source_timestamps(mosquitto: M
             body = {"ts": ts_ms + i, "temp": {"pv": 800.0 + i}, "door_open": i == 3, "state": "running"}
             pub.publish(f"lab/{sid}/furnace-01/telemetry", json.dumps(body), qos=1).wait_for_publish(5)
         pub.publish(f"lab/{sid}/pm-01/power/power_w", b"1500.5", qos=1).wait_for_publish(5)
-        await wait_for(lambda: rt.metrics.total("readings_written_total") >= 31)
+        await until(lambda: rt.metrics.total("readings_written_total") >= 31, timeout_s=20.0)
         pub.loop_stop()
     rows = influxdb.query('SELECT * FROM "furnace" ORDER BY time', db=db)[0]
     cols = rows["columns"]
@@ -123,7 +117,7 @@ async def test_bad_input_is_counted_and_good_readings_still_land(mosquitto: Mosq
             pub.publish(t, p, qos=1).wait_for_publish(5)
             good = {"ts": now + 10 + i, "temp": {"pv": 100.0 + i}}
             pub.publish(topic, json.dumps(good), qos=1).wait_for_publish(5)
-        await wait_for(lambda: rt.metrics.total("readings_written_total") >= 7)
+        await until(lambda: rt.metrics.total("readings_written_total") >= 7, timeout_s=20.0)
         m = rt.metrics
         reasons = {lbl["reason"]: v for lbl, v in m.series("bad_input_total")}
         assert reasons == {"malformed_json": 1, "not_a_number": 1, "non_finite": 2, "invalid_utf8": 1,
@@ -147,16 +141,18 @@ async def test_broker_restart_mid_stream_is_survived(mosquitto: Mosquitto, influ
 
         pub = publisher(mosquitto.port)
         send(pub, 0, 50)
-        await wait_for(lambda: rt.metrics.total("readings_written_total") >= 50)
+        await until(lambda: rt.metrics.total("readings_written_total") >= 50, timeout_s=20.0)
         pub.disconnect()
         pub.loop_stop()
         await asyncio.to_thread(mosquitto.restart)
-        await wait_for(lambda: not rt.contexts[0].is_connected or rt.metrics.total("driver_reconnects_total") > 0)
+        await until(lambda: not rt.contexts[0].is_connected or rt.metrics.total("driver_reconnects_total") > 0,
+                    timeout_s=20.0)
         # the gateway reconnects and re-subscribes by itself
-        await wait_for(lambda: rt.contexts[0].is_connected and rt.metrics.total("driver_reconnects_total") >= 1, 30)
+        await until(lambda: rt.contexts[0].is_connected and rt.metrics.total("driver_reconnects_total") >= 1,
+                    timeout_s=30)
         pub = publisher(mosquitto.port)
         send(pub, 50, 50)
-        await wait_for(lambda: rt.metrics.total("readings_written_total") >= 100)
+        await until(lambda: rt.metrics.total("readings_written_total") >= 100, timeout_s=20.0)
         pub.disconnect()
         pub.loop_stop()
     assert count(influxdb, db, 'SELECT count(temperature) FROM "furnace"') == 100

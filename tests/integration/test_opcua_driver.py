@@ -7,14 +7,16 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gwkit import running
+from kit.driver import DriverHarness
+from kit.poll import until
+from kit.runtime import running
 
 from drivers.opcua.config import OpcuaMachine
 from drivers.opcua.driver import OpcuaDriver
@@ -24,7 +26,7 @@ from gateway.config.site import SiteConfig
 from gateway.errors import DriverUnavailable
 from gateway.reading import Reading
 from gateway.registry import discover
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, machine_metas
 from simulators.opcua_models import PROGRAMS
 from simulators.opcua_sim import CNC_NS, SIM_APP_URI, OpcuaSimServer, node_id
 from simulators.services import InfluxDB1
@@ -176,39 +178,19 @@ async def _gateway(cfg: SiteConfig, data_dir: Path) -> AsyncIterator[tuple[Runti
         yield rt, tap
 
 
-async def until(pred: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.05)
-
-
 def ctx_of(rt: Runtime, machine: str) -> Any:
     return next(c for c in rt.contexts if machine in c.machine_ids)
-
-
-class FakeCtx:
-    """Just enough of DriverContext to run one driver directly."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.is_connected = False
-        self.bad: list[tuple[str, str | None, str]] = []
-        self.name = "fake"
-
-    async def emit(self, readings: Any, ack: Any = None) -> None:
-        self.readings.extend(readings)
-
-    def connected(self, machine_ids: Any = None) -> None:
-        self.is_connected = True
-
-    def bad_input(self, reason: str, machine: str | None, detail: str) -> None:
-        self.bad.append((reason, machine, detail))
 
 
 def opcua_machine(cfg: SiteConfig) -> OpcuaMachine:
     m = cfg.machines[0]
     assert isinstance(m, OpcuaMachine)
     return m
+
+
+def harness(cfg: SiteConfig) -> DriverHarness:
+    """The driver of the site's one machine with the supervisor's context, for running it directly (no retries)."""
+    return DriverHarness(OpcuaDriver(opcua_machine(cfg)), machine_metas(cfg))
 
 
 # --- tests -------------------------------------------------------------------------------------------------------
@@ -218,16 +200,18 @@ async def test_values_land_in_influxdb_with_their_quality(sim: OpcuaSimServer, i
               "flush_interval_s: 0.2}")
     cfg = site(cnc_yaml(sim.endpoint) + furnace_yaml(sim.endpoint), influx=influx)
     async with gateway(cfg) as (rt, tap):
-        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 3 and len(tap.of("cnc-01", "program")) >= 1)
+        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 3 and len(tap.of("cnc-01", "program")) >= 1,
+                    timeout_s=15.0)
         sim.set_bad("furnace-01", "temperature", "BadSensorFailure")
         try:
-            await until(lambda: any(r.quality == "bad" for r in tap.of("furnace-01", "temperature")))
+            await until(lambda: any(r.quality == "bad" for r in tap.of("furnace-01", "temperature")), timeout_s=15.0)
             t_bad = time.time_ns()
-            await until(lambda: len(tap.of("furnace-01", "temperature", t_bad)) >= 2)
+            await until(lambda: len(tap.of("furnace-01", "temperature", t_bad)) >= 2, timeout_s=15.0)
         finally:
             sim.set_bad("furnace-01", "temperature", None)
-        await until(lambda: any(r.quality == "good" for r in tap.of("furnace-01", "temperature", t_bad)))
-        await until(lambda: rt.metrics.total("readings_written_total") >= len(tap.readings) - 50)
+        await until(lambda: any(r.quality == "good" for r in tap.of("furnace-01", "temperature", t_bad)),
+                    timeout_s=15.0)
+        await until(lambda: rt.metrics.total("readings_written_total") >= len(tap.readings) - 50, timeout_s=15.0)
         cnc = rt.stage.machine("cnc-01")
         assert cnc["state"] in ("running", "idle", "maintenance")
         assert cnc["signals"]["program"]["value"] in PROGRAMS
@@ -252,7 +236,7 @@ async def test_missing_node_is_named_and_the_other_signals_keep_flowing(
     extra = '      ghost: {node: "s=cnc-01.Spindle.Ghost"}\n      lost: {path: Objects/cnc-01/NoSuchThing}\n'
     caplog.set_level(logging.ERROR, logger="drivers.opcua.driver")
     async with gateway(site(cnc_yaml(sim.endpoint, extra=extra))) as (rt, tap):
-        await until(lambda: len(tap.of("cnc-01", "spindle_speed")) >= 3)
+        await until(lambda: len(tap.of("cnc-01", "spindle_speed")) >= 3, timeout_s=15.0)
     messages = [r.getMessage() for r in caplog.records]
     assert (f'opcua:cnc-01: machine "cnc-01" signal "ghost": node s=cnc-01.Spindle.Ghost '
             f"(nsu={CNC_NS};s=cnc-01.Spindle.Ghost) does not exist on {sim.endpoint} (BadNodeIdUnknown); "
@@ -265,14 +249,14 @@ async def test_missing_node_is_named_and_the_other_signals_keep_flowing(
 
 async def test_server_restart_shows_offline_then_values_resume(own_sim: OpcuaSimServer) -> None:
     async with gateway(site(cnc_yaml(own_sim.endpoint))) as (rt, tap):
-        await until(lambda: len(tap.of("cnc-01", "spindle_speed")) >= 2)
+        await until(lambda: len(tap.of("cnc-01", "spindle_speed")) >= 2, timeout_s=15.0)
         ctx = ctx_of(rt, "cnc-01")
         await asyncio.to_thread(own_sim.go_down)
-        await until(lambda: not ctx.is_connected, 5)  # detected within watchdog_s + timeout_s
+        await until(lambda: not ctx.is_connected, timeout_s=5)  # detected within watchdog_s + timeout_s
         assert rt.stage.machine("cnc-01")["state"] == "offline"
         down_at = time.time_ns()
         await asyncio.to_thread(own_sim.come_up)
-        await until(lambda: ctx.is_connected and len(tap.of("cnc-01", "spindle_speed", down_at)) >= 3, 20)
+        await until(lambda: ctx.is_connected and len(tap.of("cnc-01", "spindle_speed", down_at)) >= 3, timeout_s=20)
         assert rt.metrics.total("driver_reconnects_total") >= 1
         assert rt.stage.machine("cnc-01")["state"] != "offline"
 
@@ -280,14 +264,15 @@ async def test_server_restart_shows_offline_then_values_resume(own_sim: OpcuaSim
 async def test_restart_with_namespaces_in_another_order_maps_to_the_same_signals(own_sim: OpcuaSimServer) -> None:
     cfg = site(cnc_yaml(own_sim.endpoint) + furnace_yaml(own_sim.endpoint))
     async with gateway(cfg) as (rt, tap):
-        await until(lambda: len(tap.of("cnc-01", "program")) >= 1 and len(tap.of("furnace-01", "state")) >= 1)
+        await until(lambda: len(tap.of("cnc-01", "program")) >= 1 and len(tap.of("furnace-01", "state")) >= 1,
+                    timeout_s=15.0)
         drivers = {c.name: c for c in rt.contexts}
         assert set(drivers) == {"opcua:cnc-01", "opcua:furnace-01"}
         before = _ns_index(rt, "cnc-01")
         t0 = time.time_ns()
         await asyncio.to_thread(own_sim.restart, reorder_namespaces=True)
         await until(lambda: len(tap.of("cnc-01", "program", t0)) >= 1 and len(tap.of("furnace-01", "state", t0)) >= 1
-                    and len(tap.of("cnc-01", "spindle_speed", t0)) >= 1, 20)
+                    and len(tap.of("cnc-01", "spindle_speed", t0)) >= 1, timeout_s=20)
         assert _ns_index(rt, "cnc-01") != before
         assert tap.of("cnc-01", "program", t0)[-1].value in PROGRAMS
         assert tap.of("furnace-01", "state", t0)[-1].value in ("running", "idle")
@@ -327,11 +312,12 @@ async def test_secure_channel_with_username(secure_sim: OpcuaSimServer, pki: Pki
     cfg = site(furnace_yaml(secure_sim.endpoint, security=security, identity=identity),
                env={"FURNACE_PW": PASSWORD})
     async with gateway(cfg) as (_rt, tap):
-        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 2)
+        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 2, timeout_s=15.0)
     wrong = site(furnace_yaml(secure_sim.endpoint, security=security, identity=identity), env={"FURNACE_PW": "nope"})
+    h = harness(wrong)
     with pytest.raises(DriverUnavailable, match=r"cannot connect to .*Bad"):
         async with asyncio.timeout(15):
-            await OpcuaDriver(opcua_machine(wrong)).run(FakeCtx())  # type: ignore[arg-type]
+            await h.driver.run(h.ctx)
 
 
 async def test_untrusted_server_certificate_is_refused(secure_sim: OpcuaSimServer, pki: Pki, tmp_path: Path) -> None:
@@ -340,22 +326,22 @@ async def test_untrusted_server_certificate_is_refused(secure_sim: OpcuaSimServe
                 f"private_key: {pki.client_key}, trust_dir: {trust}}}")
     identity = "    identity: {type: username, username: gateway, password: \"${FURNACE_PW}\"}\n"
     cfg = site(furnace_yaml(secure_sim.endpoint, security=security, identity=identity), env={"FURNACE_PW": PASSWORD})
-    ctx = FakeCtx()
+    h = harness(cfg)
     with pytest.raises(UntrustedServer) as err:
         async with asyncio.timeout(15):
-            await OpcuaDriver(opcua_machine(cfg)).run(ctx)  # type: ignore[arg-type]
+            await h.driver.run(h.ctx)
     rejected = list((tmp_path / "pki" / "rejected").iterdir())
     assert len(rejected) == 1
     assert str(err.value).startswith(f"server certificate of {secure_sim.endpoint} is not trusted "
                                      "(O=Kartech,CN=Kartech sim, SHA-1 thumbprint ")
     assert str(err.value).endswith(f"; it was saved as {rejected[0]} — if it is the right server, move it into "
                                    f"{trust}/")
-    assert not ctx.is_connected
+    assert not h.ctx.is_connected
     # trust on first use, when configured, connects and keeps the certificate
     tofu = site(furnace_yaml(secure_sim.endpoint, security=security.replace("}", ", trust_on_first_use: true}"),
                              identity=identity), env={"FURNACE_PW": PASSWORD})
     async with gateway(tofu) as (_rt, tap):
-        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 1)
+        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 1, timeout_s=15.0)
     assert len(list(trust.iterdir())) == 1
 
 
@@ -367,18 +353,18 @@ async def test_a_hung_server_is_detected_and_stalls_no_other_machine(sim: OpcuaS
         t0 = time.monotonic()
         own_sim.stall(6.0)
         stalled_ns = time.time_ns()
-        await until(lambda: not hung.is_connected, 5)
+        await until(lambda: not hung.is_connected, timeout_s=5)
         detected_s = time.monotonic() - t0
-        await until(lambda: len(tap.of("furnace-01", "temperature", stalled_ns)) >= 10, 5)  # still flowing
+        await until(lambda: len(tap.of("furnace-01", "temperature", stalled_ns)) >= 10, timeout_s=5)  # still flowing
         assert ctx_of(rt, "furnace-01").is_connected
         assert detected_s < 0.5 + 2 * 2 + 1  # watchdog_s + request timeouts, with margin
-        await until(lambda: hung.is_connected and len(tap.of("cnc-01", "spindle_speed", stalled_ns)) >= 1, 25)
+        await until(lambda: hung.is_connected and len(tap.of("cnc-01", "spindle_speed", stalled_ns)) >= 1, timeout_s=25)
 
 
 async def test_poll_mode_reads_every_interval(sim: OpcuaSimServer) -> None:
     options = "    read: poll\n    poll_interval_s: 0.2\n"
     async with gateway(site(cnc_yaml(sim.endpoint, options=options))) as (_rt, tap):
-        await until(lambda: len(tap.of("cnc-01", "part_count")) >= 4)
+        await until(lambda: len(tap.of("cnc-01", "part_count")) >= 4, timeout_s=15.0)
     counts = tap.of("cnc-01", "part_count")
     assert all(isinstance(r.value, int) for r in counts)
     assert len({r.receive_ns for r in counts}) >= 4

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from asyncua import ua
 from asyncua.ua.ua_binary import uatcp_to_binary
-from test_opcua_driver import PASSWORD, SPECS, Pki, ctx_of, furnace_yaml, gateway, pki, site, until
+from kit.poll import until
+from test_opcua_driver import PASSWORD, SPECS, Pki, ctx_of, furnace_yaml, gateway, pki, site
 
 from gateway.runtime import Runtime
 from simulators.opcua_sim import OpcuaSimServer
@@ -36,14 +37,14 @@ async def test_values_return_within_5_s_after_a_long_outage(down_sim: OpcuaSimSe
     reconnect_max_s apart, so fresh values are back within 5 s of the server. The loss is one log line."""
     caplog.set_level(logging.INFO)
     async with gateway(site(furnace_yaml(down_sim.endpoint))) as (rt, tap):
-        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 2)
+        await until(lambda: len(tap.of("furnace-01", "temperature")) >= 2, timeout_s=15.0)
         ctx = ctx_of(rt, "furnace-01")
         await asyncio.to_thread(down_sim.go_down)
-        await until(lambda: not ctx.is_connected, 5)
+        await until(lambda: not ctx.is_connected, timeout_s=5)
         await asyncio.sleep(15)  # the outage itself: nothing to wait for but time
         await asyncio.to_thread(down_sim.come_up)
         up_ns, up = time.time_ns(), time.monotonic()
-        await until(lambda: len(tap.of("furnace-01", "temperature", up_ns)) >= 1, 20)
+        await until(lambda: len(tap.of("furnace-01", "temperature", up_ns)) >= 1, timeout_s=20)
         took = time.monotonic() - up
     assert took < 5.0, f"fresh values {took:.1f} s after the server came back"
     lost = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
@@ -144,7 +145,7 @@ async def test_server_refusing_the_gateway_certificate_says_which_file_to_trust(
             stop = asyncio.Event()
             task = asyncio.create_task(rt.run(stop))
             try:
-                await until(lambda: sim.refused_clients + front.refused >= 3, 20)  # it keeps retrying
+                await until(lambda: sim.refused_clients + front.refused >= 3, timeout_s=20)  # it keeps retrying
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 20)

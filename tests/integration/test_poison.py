@@ -9,8 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gwkit import running
-from test_mqtt_to_influx import count, publisher, wait_for
+from kit.poll import until
+from kit.runtime import running
+from test_mqtt_to_influx import count, publisher
 
 from gateway.config.loader import check_text
 from gateway.config.site import SiteConfig
@@ -84,8 +85,10 @@ async def test_poison_messages_are_counted_and_good_messages_keep_landing(
                 pub.publish(topic, payload, qos=1).wait_for_publish(5)
                 send_good(5)
             # every good message is stored by both sinks; the poison is counted, not fatal
-            await wait_for(lambda: rt.metrics.value("readings_written_total", sink="influxdb") >= 2 * good + 2)
-            await wait_for(lambda: rt.metrics.value("readings_written_total", sink="history") >= 2 * good + 2)
+            await until(lambda: rt.metrics.value("readings_written_total", sink="influxdb") >= 2 * good + 2,
+                        timeout_s=20.0)
+            await until(lambda: rt.metrics.value("readings_written_total", sink="history") >= 2 * good + 2,
+                        timeout_s=20.0)
             reasons = {lbl["reason"]: v for lbl, v in rt.metrics.series("bad_input_total") if v}
             assert reasons == {"undecodable": 1, "invalid_utf8": 1, "timestamp_ahead": 1}
             assert ctx.is_connected
@@ -95,8 +98,8 @@ async def test_poison_messages_are_counted_and_good_messages_keep_landing(
             assert live["value"] == 100.0 + good - 1
             # the surrogate text went to each sink's dead letters with the reason; the 1.5 beside it landed
             assert rt.outbox is not None
-            await wait_for(lambda: rt.metrics.value("readings_dead_lettered_total", sink="history") == 1)
-            await wait_for(lambda: rt.metrics.value("readings_dead_lettered_total", sink="influxdb") == 1)
+            await until(lambda: rt.metrics.value("readings_dead_lettered_total", sink="history") == 1, timeout_s=20.0)
+            await until(lambda: rt.metrics.value("readings_dead_lettered_total", sink="influxdb") == 1, timeout_s=20.0)
             letters = await rt.outbox.dead_letters()
             assert sorted(d["sink"] for d in letters) == ["history", "influxdb"]
             assert all("surrogate" in d["reason"] for d in letters), letters
@@ -109,7 +112,8 @@ async def test_poison_messages_are_counted_and_good_messages_keep_landing(
         async with running(Runtime(cfg, SPECS, serve_api=False)) as rt2:
             before = good
             send_good(3)
-            await wait_for(lambda: rt2.metrics.value("readings_written_total", sink="history") >= 2 * (good - before))
+            await until(lambda: rt2.metrics.value("readings_written_total", sink="history") >= 2 * (good - before),
+                        timeout_s=20.0)
             assert sum(v for _, v in rt2.metrics.series("bad_input_total")) == 0
             assert rt2.outbox is not None
             assert len(await rt2.outbox.dead_letters()) == 2  # the old ones, kept for inspection, nothing new
@@ -139,8 +143,9 @@ async def test_timestamp_policy_through_the_driver(mosquitto: Mosquitto, influxd
             for ts in (YEAR_2100_MS, 946_684_800_000):  # ahead, and a clock reset to 2000-01-01
                 pub.publish(topic, json.dumps({"ts": ts, "temp": 5.0}), qos=1).wait_for_publish(5)
             pub.publish(topic, json.dumps({"ts": int(time.time() * 1000), "temp": 7.0}), qos=1).wait_for_publish(5)
-            await wait_for(lambda: rt.stage.machine("furnace-01")["signals"].get("temperature", {}).get("value") == 7.0)
-            await wait_for(lambda: rt.outbox is not None and rt.outbox.queued_readings() == 0)
+            await until(lambda: rt.stage.machine("furnace-01")["signals"].get("temperature", {}).get("value") == 7.0,
+                        timeout_s=20.0)
+            await until(lambda: rt.outbox is not None and rt.outbox.queued_readings() == 0, timeout_s=20.0)
             reasons = {lbl["reason"]: v for lbl, v in rt.metrics.series("bad_input_total") if v}
             assert reasons == {"timestamp_ahead": 1, "timestamp_too_old": 1}
     finally:

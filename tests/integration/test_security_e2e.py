@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gwkit import board, running
+from kit.ops import Lab
+from kit.runtime import running
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -40,7 +41,7 @@ SPECS = discover()
 
 @contextlib.asynccontextmanager
 async def served() -> AsyncIterator[tuple[str, StateStage]]:
-    hub = board([MachineMeta("fdm-01", "Prusa", "3d_printer", "mqtt", "krg")])
+    hub = Lab([MachineMeta("fdm-01", "Prusa", "3d_printer", "mqtt", "krg")]).stage
     app = create_app(ApiContext(site_id="krg", site_name="Kartech", machines=hub, metrics=Metrics(),
                                 tokens={TOKEN: ("tester", "technician")}, history=None, health=dict))
     ready = asyncio.Event()

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from gwkit import board, take
+from kit.driver import DriverHarness, supervised
 
 from drivers.serial.config import InstrumentField, InstrumentMessage, InstrumentOptions, PrinterOptions, SerialMachine
 from drivers.serial.driver import SerialDriver
@@ -22,10 +22,7 @@ from drivers.serial.marlin import is_read_only, unnumber
 from gateway.backoff import Backoff
 from gateway.cli import main
 from gateway.machines import MachineMeta
-from gateway.metrics import Metrics
-from gateway.pipeline import IngestQueue
-from gateway.reading import Quality, Reading
-from gateway.supervisor import SupervisedContext, supervise
+from gateway.reading import Quality
 from simulators.serial_instruments import VirtualBalance, VirtualScpiMeter
 from simulators.serial_printer import VirtualPrinter, dos_name
 from simulators.serial_pty import PtyDevice
@@ -34,64 +31,13 @@ FAST = PrinterOptions(poll_interval_s=0.3, temperature_interval_s=1, stats_inter
                       silence_timeout_s=4)
 
 
-class Gateway:
-    """One serial driver under the real supervisor, its readings collected and fed to the real live view and
-    state stage."""
-
-    def __init__(self, machine: SerialMachine) -> None:
-        self.machine = machine
-        self.driver = SerialDriver(machine)
-        self.metrics = Metrics()
-        self.live = board([MachineMeta(id=machine.id, name=machine.name, kind=machine.kind, driver="serial",
-                                       site="test", expected_interval_s=machine.expected_interval_s)])
-        self.ingest = IngestQueue(100_000)
-        self.ctx = SupervisedContext(self.driver, self.ingest, self.live, self.metrics,
-                                     backoff=Backoff(initial_s=0.2, cap_s=0.5))
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    async def _pump(self) -> None:
-        while True:
-            for batch in await self.ingest.get_all():
-                self.readings.extend(batch.readings)
-                take(self.live, batch.readings)
-            self._changed.set()
-
-    async def wait_for(self, what: str, pred: Callable[[], bool], timeout_s: float = 15.0) -> float:
-        """Wait until `pred()` holds; returns the seconds it took."""
-        start = time.monotonic()
-        while not pred():
-            if time.monotonic() - start > timeout_s:
-                raise AssertionError(f"gave up waiting for {what} after {timeout_s} s")
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(0.2):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
-        return time.monotonic() - start
-
-    def values(self, signal: str, since: int = 0) -> list[object]:
-        return [r.value for r in self.readings[since:] if r.signal == signal]
-
-    def state(self) -> str:
-        return str(self.live.machine(self.machine.id)["state"])
-
-    def bad(self, reason: str) -> float:
-        return self.metrics.value("bad_input_total", driver=self.driver.name, reason=reason)
-
-
 @asynccontextmanager
-async def running(machine: SerialMachine) -> AsyncIterator[Gateway]:
-    gw = Gateway(machine)
-    gw.ingest.bind_loop(asyncio.get_running_loop())
-    tasks = [asyncio.create_task(gw._pump()), asyncio.create_task(supervise(gw.driver, gw.ctx))]
-    try:
+async def running(machine: SerialMachine) -> AsyncIterator[DriverHarness]:
+    """The serial driver of `machine` under the real supervisor (kit.driver)."""
+    meta = MachineMeta(id=machine.id, name=machine.name, kind=machine.kind, driver="serial", site="test",
+                       expected_interval_s=machine.expected_interval_s)
+    async with supervised(SerialDriver(machine), [meta], backoff=Backoff(initial_s=0.2, cap_s=0.5)) as gw:
         yield gw
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def printer_machine(port: Path, options: PrinterOptions = FAST) -> SerialMachine:
@@ -188,7 +134,7 @@ async def test_unplug_mid_print_goes_offline_within_5_s_and_resumes_without_rest
         await gw.wait_for("progress again", lambda: len(gw.values("progress_pct", mark)) >= 2)
     assert gw.values("job_event") == ["start"], "a replugged cable must not start a second job"
     assert gw.metrics.value("driver_reconnects_total", driver="serial:fdm-01") == 1
-    assert gw.live.machine("fdm-01")["connected"] is True
+    assert gw.lab.machine("fdm-01")["connected"] is True
     assert_printer_got_only_read_only_commands(p)
 
 

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gwkit import running
+from kit.runtime import running
 
 from benchmarks.common import SIGNALS_PER_MESSAGE, gateway_yaml, publish
 from gateway.cli import main

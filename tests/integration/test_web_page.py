@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from gwkit import board, take
+from kit.ops import Lab
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -47,14 +47,14 @@ MACHINES = [
 ]
 
 
-def feed(hub: StateStage) -> None:
+def feed(hub: Lab) -> None:
     at = now_ns()
 
     def r(machine: str, signal: str, value: Value, unit: str | None = None,
           quality: Quality = Quality.GOOD) -> Reading:
         return Reading(machine, signal, value, unit, quality, at, at)
 
-    take(hub, [
+    hub.update([
         r("fdm-01", "state", "running"), r("fdm-01", "nozzle_temp", 215.5, "degC"),
         r("fdm-01", "bed_temp", 60.0, "degC"), r("fdm-01", "progress", 42.0, "percent"),
         r("fdm-01", "filament_used", 12.3456, "m"),
@@ -85,9 +85,9 @@ def make_app(hub: StateStage) -> FastAPI:
 
 # --- serve() in the test's own event loop ------------------------------------------------------------------
 async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> None:
-    hub = board(MACHINES)
+    hub = Lab(MACHINES)
     feed(hub)
-    app = make_app(hub)
+    app = make_app(hub.stage)
     ready = asyncio.Event()
     server = asyncio.create_task(serve(app, "127.0.0.1", 0, ready))
     async with asyncio.timeout(10):
@@ -110,11 +110,11 @@ async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> Non
 
         async with connect(live_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
             assert json.loads(await ws.recv())["type"] == "snapshot"
-            take(hub, [Reading("fdm-01", "nozzle_temp", 230.0, "degC", Quality.GOOD, now_ns(), now_ns())])
+            hub.update([Reading("fdm-01", "nozzle_temp", 230.0, "degC", Quality.GOOD, now_ns(), now_ns())])
             update = json.loads(await ws.recv())
             assert update["machine"]["signals"]["nozzle_temp"]["value"] == 230.0
         # the server notices the client leaving and unsubscribes; the hub has no event to await for that
-        while hub.fanout.subscriber_count():
+        while hub.stage.fanout.subscriber_count():
             await asyncio.sleep(0.01)
 
         staying = await connect(live_url)
@@ -127,7 +127,7 @@ async def test_serve_binds_port_0_streams_live_and_stops_when_cancelled() -> Non
             await staying.recv()
         assert shut.value.rcvd is not None
         assert shut.value.rcvd.code == 1012  # "service restart": the browser page reconnects
-        assert hub.fanout.subscriber_count() == 0
+        assert hub.stage.fanout.subscriber_count() == 0
         with pytest.raises(httpx.ConnectError):
             await httpx.AsyncClient().get(f"{base}/api/v1/health")
 
@@ -187,15 +187,15 @@ def browser_needs() -> None:
 
 
 @pytest.fixture
-def live_server() -> Iterator[tuple[ThreadServer, StateStage]]:
-    hub = board(MACHINES)
+def live_server() -> Iterator[tuple[ThreadServer, Lab]]:
+    hub = Lab(MACHINES)
     feed(hub)
-    with ThreadServer(make_app(hub)) as server:
+    with ThreadServer(make_app(hub.stage)) as server:
         yield server, hub
 
 
 @pytest.mark.usefixtures("browser_needs")
-def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadServer, StateStage]) -> None:
+def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadServer, Lab]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     server, hub = live_server
@@ -220,7 +220,7 @@ def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadS
             expect(nozzle).to_contain_text("215,5 °C")
             expect(page.locator('article[data-id="cnc-01"] .q-bad')).to_contain_text("сбой")
 
-            server.call(take, hub, [Reading("fdm-01", "nozzle_temp", 231.75, "degC", Quality.GOOD,
+            server.call(hub.update, [Reading("fdm-01", "nozzle_temp", 231.75, "degC", Quality.GOOD,
                                              now_ns(), now_ns())])
             expect(nozzle).to_contain_text("231,8 °C")  # live, without a reload
 
@@ -245,7 +245,7 @@ def test_page_logs_in_shows_machines_and_updates_live(live_server: tuple[ThreadS
 
 
 @pytest.mark.usefixtures("browser_needs")
-def test_docs_work_without_internet_under_the_csp(live_server: tuple[ThreadServer, StateStage]) -> None:
+def test_docs_work_without_internet_under_the_csp(live_server: tuple[ThreadServer, Lab]) -> None:
     """Swagger UI comes from the gateway itself: every request stays on the gateway, nothing breaks the CSP."""
     from playwright.sync_api import expect, sync_playwright
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from billkit import BILLING, month_entries
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-from opskit import Clock, build, feed, site
+from kit.bill import BILLING, month_entries
+from kit.ops import Clock, build, feed, site
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,

@@ -1,4 +1,4 @@
-"""`kartech billing statement`: the scripted month's ledger (billkit) in a real business store, the statement as
+"""`kartech billing statement`: the scripted month's ledger (kit.bill) in a real business store, the statement as
 CSV, HTML and PDF in Russian and English; the PDF's text (extracted with pypdf) carries the CSV's amounts."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from billkit import BILLING, month_entries
-from opskit import MACHINES
+from kit.bill import BILLING, month_entries
+from kit.ops import MACHINES
 from pypdf import PdfReader
 
 from gateway.billing.documents import render, statement_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zoneinfo
 
-from billkit import month_entries
+from kit.bill import month_entries
 
 from gateway.billing.export import usage_line
 from gateway.billing.ledger import assign

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from billkit import at, month_entries
+from kit.bill import at, month_entries
 
 from gateway.billing.ledger import correct
 from gateway.billing.persist import LedgerStore

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
-from billkit import KINDS, NS, TZ, at, billing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.bill import KINDS, NS, TZ, at, billing
 
 from gateway.billing.attribution import Attributor
 from gateway.billing.ledger import entries_from_events
@@ -91,7 +91,7 @@ def test_splitting_at_midnight_and_month_ends_conserves_the_duration(spans: list
                                                                                                    "16"]))
 def test_statement_lines_always_add_up_to_the_total(events: list[Event], inc: str, minimum: str, discount: str,
                                                     vat: str, vat_pct: str) -> None:
-    from billkit import BILLING
+    from kit.bill import BILLING
     text = (BILLING.replace("increment_min: 15", f"increment_min: {inc}")
             .replace("minimum_charge: 4500", f"minimum_charge: {minimum}")
             .replace("discount_pct: 10", f"discount_pct: {discount}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from billkit import MONTH_EVENTS, NS, at, job, month_entries, state
+from kit.bill import MONTH_EVENTS, NS, at, job, month_entries, state
 
 from gateway.billing.ledger import Ledger, correct, reversal
 from gateway.billing.sessions import fold_sessions

@@ -1,6 +1,6 @@
 """Golden statements of a scripted month (March 2025, Asia/Almaty = UTC+5), every figure computed by hand.
 
-Rate cards (billkit.BILLING): printers 1200/h (academic 600/h), per started 15 min, setup 500, minimum 1000,
+Rate cards (kit.bill.BILLING): printers 1200/h (academic 600/h), per started 15 min, setup 500, minimum 1000,
 PLA 25/g at 2.98 g/m; cnc-01 9000/h, per started 15 min, setup 2000, minimum 4500. ACME: industrial, 10 %
 discount; VAT 12 % added.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billkit import KINDS, at, billing, month_entries
+from kit.bill import KINDS, at, billing, month_entries
 
 from gateway.billing.ledger import Ledger, assign, correct
 from gateway.billing.money import fmt, round_money
@@ -93,7 +93,7 @@ def test_academic_tier_price_and_minimum_charge() -> None:
 
 
 def test_prices_that_include_vat() -> None:
-    from billkit import BILLING
+    from kit.bill import BILLING
     st = statement("acme", "2025-03", text=BILLING.replace("  vat_pct: 12\n", "  vat_pct: 12\n  vat: included\n"))
     # total = net = 44880.75; the VAT in it = 44880.75 x 12 / 112 = 4808.6517... -> 4808.65
     assert (st.net, st.vat, st.total) == (D("44880.75"), D("4808.65"), D("44880.75"))

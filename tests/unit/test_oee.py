@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from opskit import NS, Clock, build, feed, site
+from kit.ops import NS, Clock, build, feed, site
 
 from gateway.config.operations import ShiftsSection
 from gateway.oee import ShiftWindow, factors, shift_windows, state_intervals, totals

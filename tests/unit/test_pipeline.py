@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from kit.poll import until
 
 from gateway.backoff import Backoff
 from gateway.live import LiveValues
@@ -65,12 +66,6 @@ class NoSleepBackoff(Backoff):
         return 0.0
 
 
-async def until(pred: object, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
-
-
 async def test_sources_are_acknowledged_only_after_their_readings_are_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path, ["influxdb"], max_bytes=1 << 30)
@@ -87,7 +82,7 @@ async def test_sources_are_acknowledged_only_after_their_readings_are_on_disk(tm
     task = asyncio.create_task(pipe.run())
     try:
         await ingest.put([reading(0), reading(1)], ack, "mqtt:lab")
-        await until(lambda: on_disk_at_ack)
+        await until(lambda: on_disk_at_ack, timeout_s=5.0)
         assert on_disk_at_ack == [2]
         assert pipe.metrics.total("readings_committed_total") == 2
         assert live.get("fdm-01").signals["nozzle_temp"].value == 201.0
@@ -109,7 +104,7 @@ async def test_a_failing_outbox_holds_readings_and_acks_until_it_works_again(tmp
     try:
         await ingest.put([reading(0)], lambda: acked.append(0), "mqtt:lab")
         await ingest.put([reading(1)], lambda: acked.append(1), "mqtt:lab")
-        await until(lambda: metrics.total("outbox_errors_total") >= 3)
+        await until(lambda: metrics.total("outbox_errors_total") >= 3, timeout_s=5.0)
         assert pipe.state == "failing"
         assert "cannot open the outbox" in pipe.last_error
         assert pipe.health()["outbox"]["state"] == "failing"
@@ -117,7 +112,7 @@ async def test_a_failing_outbox_holds_readings_and_acks_until_it_works_again(tmp
         assert metrics.total("readings_received_total") == 2
         assert metrics.total("readings_committed_total") == 0
         blocker.unlink()
-        await until(lambda: acked == [0, 1])
+        await until(lambda: acked == [0, 1], timeout_s=5.0)
         assert pipe.state == "ok"
         assert metrics.total("readings_committed_total") == 2
         assert outbox.queued_readings("influxdb") == 2
@@ -142,7 +137,7 @@ async def test_sink_worker_retries_honouring_retry_after_and_dead_letters_bad_re
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     try:
-        await until(lambda: outbox.cursors["influxdb"] == seq)
+        await until(lambda: outbox.cursors["influxdb"] == seq, timeout_s=5.0)
         assert loop.time() - t0 >= 0.1  # two Retry-After waits of 0.05 s, although the backoff said 0
         assert sink.attempts == 3
         assert sink.written == [reading(0), reading(2)]
@@ -173,7 +168,7 @@ async def test_sink_worker_catches_up_from_disk_after_a_restart(tmp_path: Path) 
     worker._has_data.set()
     task = asyncio.create_task(worker.run())
     try:
-        await until(lambda: outbox.cursors["influxdb"] == 5)
+        await until(lambda: outbox.cursors["influxdb"] == 5, timeout_s=5.0)
         assert sink.written == [reading(i) for i in range(5)]  # oldest first, nothing twice
         assert sink.attempts == 3  # batches of at most 2
     finally:
@@ -192,7 +187,7 @@ async def test_drop_oldest_policy_makes_room_and_counts(tmp_path: Path) -> None:
     try:
         for i in range(40):
             await ingest.put([reading(1000 * i + k) for k in range(100)], None, "mqtt:lab")
-            await until(lambda n=i: metrics.total("readings_committed_total") >= 100 * (n + 1))
+            await until(lambda n=i: metrics.total("readings_committed_total") >= 100 * (n + 1), timeout_s=5.0)
         assert outbox.dropped["influxdb"] > 0
         assert outbox.dropped["influxdb"] + outbox.queued_readings("influxdb") == 4000
         assert outbox.bytes <= outbox.max_bytes + max(r.nbytes for r in outbox.rows)
@@ -256,7 +251,7 @@ async def test_a_poison_reading_goes_to_dead_letters_and_the_rest_of_its_batch_l
     worker.committed(seq, batch)
     task = asyncio.create_task(worker.run())
     try:
-        await until(lambda: outbox.cursors["history"] == seq)
+        await until(lambda: outbox.cursors["history"] == seq, timeout_s=5.0)
         assert sorted(r.value for r in sink.written) == sorted(r.value for r in batch if r is not poison)
         assert len(sink.written) == 11  # nothing twice, even across the transient failure
         (dead,) = await outbox.dead_letters("history")
@@ -307,9 +302,9 @@ async def test_a_failing_alert_rule_never_stops_readings_being_committed(tmp_pat
     try:
         for i in range(3):
             await ingest.put([reading(i)], lambda i=i: acked.append(i), "mqtt:lab")  # type: ignore[misc]
-        await until(lambda: acked == [0, 1, 2])
+        await until(lambda: acked == [0, 1, 2], timeout_s=5.0)
         assert outbox.last_seq >= 1
-        await until(lambda: metrics.total("live_update_errors_total") >= 1)
+        await until(lambda: metrics.total("live_update_errors_total") >= 1, timeout_s=5.0)
         assert metrics.value("live_update_errors_total", driver="mqtt") >= 1
         assert stage.machine("fdm-01")["signals"]["nozzle_temp"]["value"] == 202.0
         # the state stage went on all the same: it followed every reading
@@ -336,7 +331,7 @@ async def test_the_ack_never_waits_for_a_blocked_state_stage(tmp_path: Path) -> 
     try:
         for i in range(50):  # one commit each
             await ingest.put([reading(i)], lambda i=i: acked.append(i), "mqtt:lab")  # type: ignore[misc]
-            await until(lambda i=i: len(acked) == i + 1)  # type: ignore[misc]
+            await until(lambda i=i: len(acked) == i + 1, timeout_s=5.0)  # type: ignore[misc]
         assert metrics.total("readings_committed_total") == 50
         assert values.get("fdm-01").signals["nozzle_temp"].value == 249.0  # the live view is never behind
         assert stage.queued() <= 10 + 1

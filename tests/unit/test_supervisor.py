@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
+from kit.poll import until
 
 from gateway.backoff import Backoff
 from gateway.config.models import Timestamps
@@ -87,12 +87,6 @@ class CrashingDriver:
         await asyncio.Event().wait()
 
 
-async def until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.01)
-
-
 def context(driver: object, ingest: IngestQueue, metrics: Metrics, **kw: object) -> SupervisedContext:
     metas = [meta("a"), meta("b"), meta("c")]
     live = StateStage(metas, LiveValues(metas))
@@ -114,9 +108,9 @@ async def test_a_failure_in_a_library_thread_restarts_that_driver_alone() -> Non
 
     tasks = [asyncio.create_task(x) for x in (supervise(a, ctx_a), supervise(b, ctx_b), drain())]
     try:
-        await until(lambda: any(r.machine == "a" for r in got))
+        await until(lambda: any(r.machine == "a" for r in got), timeout_s=5.0)
         b_before = sum(r.machine == "b" for r in got)
-        await until(lambda: sum(r.machine == "b" for r in got) > b_before + 10)
+        await until(lambda: sum(r.machine == "b" for r in got) > b_before + 10, timeout_s=5.0)
     finally:
         for t in tasks:
             t.cancel()
@@ -139,7 +133,7 @@ async def test_an_exception_in_the_task_restarts_and_only_bugs_count_as_restarts
     ctx = context(c, ingest, metrics)
     task = asyncio.create_task(supervise(c, ctx))
     try:
-        await until(lambda: ctx.is_connected)
+        await until(lambda: ctx.is_connected, timeout_s=5.0)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

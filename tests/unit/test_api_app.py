@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
-from opskit import Lab
+from kit.ops import Lab
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.api.app import create_app

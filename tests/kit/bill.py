@@ -7,13 +7,12 @@ import zoneinfo
 from datetime import datetime
 from typing import Any
 
-from opskit import site
-
 from gateway.billing.attribution import Attributor
 from gateway.billing.ledger import LedgerEntry, entries_from_events
 from gateway.config.billing import BillingSection
 from gateway.config.site import SiteConfig
 from gateway.state.events import Event
+from kit.ops import site
 
 NS = 1_000_000_000
 TZ = zoneinfo.ZoneInfo("Asia/Almaty")

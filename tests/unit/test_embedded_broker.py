@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from opskit import SPECS
+from kit.ops import SPECS
 
 from gateway.config.loader import check_text
 from gateway.config.site import SiteConfig

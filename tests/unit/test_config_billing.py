@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from billkit import BILLING, config
-from opskit import MACHINES, SPECS
+from kit.bill import BILLING, config
+from kit.ops import MACHINES, SPECS
 
 from gateway.config.loader import check_text
 from gateway.config.references import cross_checks

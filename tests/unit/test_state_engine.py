@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opskit import NS, T0, Clock, Lab, build, feed, site
+from kit.ops import NS, T0, Clock, Lab, build, feed, site
 
 from gateway.config.operations import StateSection
 from gateway.machines import MachineMeta

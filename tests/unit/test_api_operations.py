@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from opskit import Clock, build, feed, site
+from kit.ops import Clock, build, feed, site
 
 from gateway.api.app import create_app
 from gateway.api.context import ApiContext

@@ -1,5 +1,5 @@
 """Billing over HTTP: usage, statements (CSV, HTML, PDF), partners and assigning unattributed usage — the
-scripted month (billkit) in a real business store behind the real app; partner tokens see only their own."""
+scripted month (kit.bill) in a real business store behind the real app; partner tokens see only their own."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from billkit import BILLING, config, month_entries
 from fastapi.testclient import TestClient
-from opskit import MACHINES, SPECS, Clock, build
+from kit.bill import BILLING, config, month_entries
+from kit.ops import MACHINES, SPECS, Clock, build
 
 from gateway.api.app import create_app
 from gateway.api.context import ApiContext

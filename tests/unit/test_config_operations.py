@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opskit import MACHINES, SPECS
+from kit.ops import MACHINES, SPECS
 
 from gateway.config.loader import check_text
 from gateway.config.references import cross_checks

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from kit.poll import wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.embedded_broker import AccessRules, Credentials, EmbeddedBroker
@@ -20,15 +20,6 @@ pytestmark = pytest.mark.integration
 
 SITE = "lab1"
 DRIVER_ID = f"kartech-{SITE}-lab"
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class Running:
@@ -90,7 +81,7 @@ class Client:
     def subscribe(self, topic: str) -> None:
         n = len(self.suback)
         self.client.subscribe(topic, qos=1)
-        wait_for(lambda: len(self.suback) > n, what=f"SUBACK for {topic}")
+        wait_until(lambda: len(self.suback) > n, f"SUBACK for {topic}")
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
@@ -140,13 +131,13 @@ def test_devices_cannot_publish_on_the_gateways_topics(broker: Running) -> None:
     dev.publish(f"kartech/{SITE}/fdm-01/state", b'{"state": "error"}', retain=True)   # a fake machine state
     dev.publish(f"kartech/{SITE}/alerts/fdm-01", b'{"severity": "high"}')             # a fake high alert
     dev.publish(f"lab/{SITE}/fdm-01/report", b"marker")                                # allowed, sent after them
-    wait_for(lambda: gw.got(b"marker"), what="the devices' own telemetry")
+    wait_until(lambda: gw.got(b"marker"), "the devices' own telemetry")
     assert [t for t, _p, _r in gw.messages] == [f"lab/{SITE}/fdm-01/report"]
     # and nothing was retained either: a new subscriber to the gateway's topics gets nothing stored
     late = connect(broker, broker.rules.gateway)
     late.subscribe("#")
     dev.publish(f"lab/{SITE}/fdm-01/report", b"marker-2")
-    wait_for(lambda: late.got(b"marker-2"), what="the second marker")
+    wait_until(lambda: late.got(b"marker-2"), "the second marker")
     assert [t for t, _p, _r in late.messages] == [f"lab/{SITE}/fdm-01/report"]
     # nor may they read the gateway's topics, nor leave a will message there
     dev.subscribe("kartech/#")
@@ -164,9 +155,9 @@ def test_the_gateway_publishes_retained_state_that_devices_cannot_overwrite(brok
     reader = connect(broker, broker.rules.gateway)
     reader.subscribe(f"lab/{SITE}/#")
     dev.publish(f"lab/{SITE}/fdm-01/report", b"marker")
-    wait_for(lambda: reader.got(b"marker"), what="the marker")
+    wait_until(lambda: reader.got(b"marker"), "the marker")
     reader.subscribe("kartech/#")
-    wait_for(lambda: any(t == topic for t, _p, _r in reader.messages), what="the retained state")
+    wait_until(lambda: any(t == topic for t, _p, _r in reader.messages), "the retained state")
     assert [(p, r) for t, p, r in reader.messages if t == topic] == [(b'{"state": "printing"}', True)]
 
 
@@ -180,7 +171,7 @@ def test_devices_cannot_take_a_gateway_client_id(broker: Running, client_id: str
     assert str(thief.connack[-1]) == "Not authorized"
     dev = connect(broker, broker.rules.devices)
     dev.publish(f"lab/{SITE}/pm-01/power/power_w", b"marker")
-    wait_for(lambda: gw.got(b"marker"), what="the gateway client still receiving")
+    wait_until(lambda: gw.got(b"marker"), "the gateway client still receiving")
     assert gw.disconnects == 0
     assert gw.client.is_connected()
 
@@ -194,5 +185,5 @@ def test_the_gateway_may_take_its_client_id_back(broker: Running) -> None:
     gw.subscribe(f"lab/{SITE}/#")
     assert connect(broker, broker.rules.devices, "scada-of-the-lab").refused
     connect(broker, broker.rules.devices).publish(f"lab/{SITE}/pm-01/power/power_w", b"marker")
-    wait_for(lambda: gw.got(b"marker"), what="the gateway client receiving")
+    wait_until(lambda: gw.got(b"marker"), "the gateway client receiving")
     assert gw.disconnects == 0

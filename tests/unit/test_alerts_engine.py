@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from opskit import NS, T0, Clock, Recorder, build, feed, site
+from kit.ops import NS, T0, Clock, Recorder, build, feed, site
 
 from gateway.alerts.book import AlertBook, AlertClosed
 from gateway.alerts.defaults import effective_rules

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway.live import LiveValues
-from gateway.machines import MachineMeta
-from gateway.reading import Reading
 from gateway.runtime import Runtime
-from gateway.state.stage import StateStage
 
 
 @asynccontextmanager
@@ -27,14 +23,3 @@ async def running(rt: Runtime, timeout_s: float = 20.0) -> AsyncIterator[Runtime
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout_s)
-
-
-def board(metas: Sequence[MachineMeta]) -> StateStage:
-    """The live view and the state stage of `metas`, without a pipeline: feed it with `take`."""
-    return StateStage(metas, LiveValues(metas))
-
-
-def take(stage: StateStage, readings: Sequence[Reading]) -> None:
-    """What the pipeline and the stage task do with one committed batch."""
-    stage.values.apply(readings)
-    stage.process([readings])

@@ -8,9 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.operations import Message, TelegramChannel, WebhookChannel
+from gateway.config.operations import TelegramChannel, WebhookChannel
 from gateway.notify.channels import DeliveryFailed, TelegramSender, WebhookSender, subject, text
-from gateway.notify.routing import routes
 
 PAYLOAD: dict[str, Any] = {"site": "krg", "transition": "raised", "alert": {
     "id": 7, "rule": "printer-thermal-runaway", "machine": "x1c-02", "lab": "printfarm", "severity": "critical",
@@ -91,12 +90,3 @@ def test_subject_and_text() -> None:
         "raised · critical · x1c-02 · printfarm · 2026-11-18T07:00:00.000Z", "повторений / occurrences: 3",
         "site krg · alert 7 · rule printer-thermal-runaway"]
 
-
-def test_routes_by_severity_lab_and_clear() -> None:
-    chans = [WebhookChannel(id="all", type="webhook", url="http://x/1", min_severity="low"),
-             WebhookChannel(id="crit", type="webhook", url="http://x/2", min_severity="critical"),
-             WebhookChannel(id="mat", type="webhook", url="http://x/3", labs=["materials"], on_clear=True)]
-    assert routes(chans, severity="high", lab="materials", transition="raised") == ["all", "mat"]
-    assert routes(chans, severity="critical", lab="printfarm", transition="raised") == ["all", "crit"]
-    assert routes(chans, severity="critical", lab="materials", transition="cleared") == ["mat"]
-    assert Message(en="x", ru="y").en == "x"

@@ -9,8 +9,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from billkit import config
-from opskit import NS, Clock, Lab, build, feed
+from kit.bill import config
+from kit.ops import NS, Clock, Lab, build, feed
 
 from gateway.billing.restarts import continue_after_restart, restart_mark
 from gateway.billing.service import NotAssignable, UnknownEntry

@@ -13,7 +13,7 @@ from gateway.config.loader import check_text
 from gateway.config.site import SiteConfig
 from gateway.live import LiveValues
 from gateway.machines import MachineMeta
-from gateway.reading import Quality, Reading, Value
+from gateway.reading import Quality, Reading, Value, now_ns
 from gateway.registry import discover
 from gateway.runtime import machine_metas
 from gateway.services import Services
@@ -76,9 +76,10 @@ class Recorder:
 
 class Lab:
     """The live view and the state stage wired as the runtime wires them, driven step by step: `update` is what
-    the pipeline and the stage task do with one committed batch, `tick` what the runtime does every second."""
+    the pipeline and the stage task do with one committed batch, `tick` what the runtime does every second. The
+    clock is the wall clock unless a stepped one is given."""
 
-    def __init__(self, metas: Sequence[MachineMeta], clock: Callable[[], int], cfg: SiteConfig | None = None,
+    def __init__(self, metas: Sequence[MachineMeta], clock: Callable[[], int] = now_ns, cfg: SiteConfig | None = None,
                  stale_min_s: float | None = None) -> None:
         section = cfg.state if cfg is not None else None
         self.values = LiveValues(metas, clock=clock, stale_min_s=stale_min_s if stale_min_s is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opskit import Clock, build, feed, site
+from kit.ops import Clock, build, feed, site
 
 from gateway.maintenance.service import UnknownTask
 
