@@ -113,6 +113,7 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
     # the engine announced the job again after the restart, and ended it; the ledger has one session of one job:
     # running until the last reading before the stop, and from the first one after the restart to the end
     assert [k for k, _ in events] == ["job_start", "job_start", "job_end"]
+    assert len(entries) == 1, [(e.key, e.start_ns, e.end_ns, e.running, e.source, e.sign) for e in entries]
     [entry] = entries
     assert entry.key == f"fdm-01/{started}/0"
     assert entry.running == ((started, last_seen), (resumed, events[-1][1]))
