@@ -144,7 +144,7 @@ class Decoder:
 
     def _json(self, route: Route, topic: str, text: str, receive_ns: int) -> list[Reading]:
         try:
-            doc = json.loads(text, parse_constant=_reject_constant)
+            doc = _STRICT_JSON.decode(text)
         except _NonFinite:
             # NaN/Infinity literals: decode again keeping them, so the other fields still land
             doc = json.loads(text)
@@ -210,3 +210,7 @@ class _NonFinite(ValueError):
 
 def _reject_constant(name: str) -> float:
     raise _NonFinite(name)
+
+
+# one decoder for every message (json.loads with an argument builds a new decoder for each call)
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
