@@ -1,9 +1,10 @@
-"""HTTP API of usage billing: ledger entries, monthly statements (CSV, HTML, PDF), partners, and assigning
-unattributed usage.
+"""HTTP API of usage billing: ledger entries, monthly statements (CSV, HTML, PDF), partners, assigning
+unattributed usage, and closing months.
 
 Admins read everything. A token of role `partner` reads its own partner's usage and statements — the partner is
 always the one of the credential: asking for another partner's is 403. Other roles get 403 (money is not their
-business). Assigning usage is for admins and is audited (a compensating pair of entries naming who did it).
+business). Assigning usage and closing a month are for admins and are audited (a compensating pair of entries
+naming who did it; the month with who closed it and when).
 """
 
 from __future__ import annotations
@@ -204,3 +205,42 @@ def assign(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
     ids = [ops.usage.ledger.id_of(e.key) or 0 for e in (rev, fixed)]
     return AssignOut(reversal=entry_out(ids[0], rev), replacement=entry_out(ids[1], fixed))
+
+
+class MonthOut(BaseModel):
+    month: str = Field(description="YYYY-MM, in the site's time zone")
+    closed_at: str = Field(description="when the month was closed (UTC)")
+    closed_by: str = Field(description="the name of the token that closed it")
+
+
+def _month_out(month: str, closed_ns: int, by: str) -> MonthOut:
+    return MonthOut(month=month, closed_at=iso(closed_ns) or "", closed_by=by)
+
+
+@router.get("/api/v1/billing/months", response_model=list[MonthOut],
+            responses={404: _error("no billing section in the site file")})
+def closed_months(ctx: Ctx, who: Admin) -> list[MonthOut]:
+    """Closed months, oldest first. A closed month's statement no longer changes: usage recorded after the close
+    (a late job end, an assignment) is billed in the month it is recorded in."""
+    _billing(ctx)
+    return [_month_out(*m) for m in services_of(ctx).usage.ledger.closed_months()]
+
+
+@router.post("/api/v1/billing/months/{month}/close", response_model=MonthOut,
+             responses={404: _error("no billing section in the site file"),
+                        409: _error("the month is not over yet in the site's time zone, or it is closed already")})
+def close_month(month: Month, ctx: Ctx, who: Admin) -> MonthOut:
+    """Close a month once it is over (in the site's time zone): its statements are final from then on. Audited:
+    the month keeps who closed it and when; closing twice is refused."""
+    _billing(ctx)
+    ops = services_of(ctx)
+    now = ops.usage.clock()
+    _, end_ns = month_span(month, zoneinfo.ZoneInfo(ops.cfg.site.timezone))
+    if now < end_ns:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{month} is not over yet in {ops.cfg.site.timezone} (it ends "
+                            f"{iso(end_ns)}); a month is closed after its end")
+    ledger = ops.usage.ledger
+    if not ledger.close_month(month, closed_ns=now, by=who.name):
+        done = next(m for m in ledger.closed_months() if m[0] == month)
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{month} was closed already, at {iso(done[1])} by {done[2]}")
+    return _month_out(month, now, who.name)

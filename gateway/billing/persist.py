@@ -126,3 +126,8 @@ class LedgerStore:
 
     def closed(self) -> dict[str, int]:
         return {r["month"]: r["closed_ns"] for r in self.store.query("SELECT month, closed_ns FROM billing_months")}
+
+    def closed_months(self) -> list[tuple[str, int, str]]:
+        """(month, when it was closed, by whom), oldest month first."""
+        return [(r["month"], r["closed_ns"], r["closed_by"]) for r in self.store.query(
+            "SELECT month, closed_ns, closed_by FROM billing_months ORDER BY month")]

@@ -127,6 +127,33 @@ def test_assigning_unattributed_usage_is_audited_and_billed(client: TestClient) 
     assert [(r["project"], r["billed_min"], r["amount"]) for r in lines] == [("tools", "30", "1500.00")]
 
 
+def test_a_month_is_closed_once_after_its_end_by_an_admin_and_then_assignments_bill_the_next_month(
+        client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    # the clock stands at 2026-11-18 12:00 in Asia/Almaty
+    assert client.post("/api/v1/billing/months/2025-03/close", headers={"Authorization": f"Bearer {ACME}"}
+                       ).status_code == 403
+    for month in ("2026-11", "2027-01"):  # not over yet
+        r = client.post(f"/api/v1/billing/months/{month}/close", headers=auth)
+        assert r.status_code == 409
+        assert "not over yet" in r.json()["detail"]
+    assert client.post("/api/v1/billing/months/2025-13/close", headers=auth).status_code == 422
+    before = get(client, ACME, "/api/v1/billing/statements/acme/2025-03")[1]
+    r = client.post("/api/v1/billing/months/2025-03/close", headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"month": "2025-03", "closed_at": "2026-11-18T07:00:00.000Z", "closed_by": "hub-it"}
+    r = client.post("/api/v1/billing/months/2025-03/close", headers=auth)
+    assert r.status_code == 409
+    assert "closed already, at 2026-11-18T07:00:00.000Z by hub-it" in r.json()["detail"]
+    assert client.get("/api/v1/billing/months", headers=auth).json() == [
+        {"month": "2025-03", "closed_at": "2026-11-18T07:00:00.000Z", "closed_by": "hub-it"}]
+    # usage assigned after the close does not change the closed month's statement
+    [entry] = client.get("/api/v1/usage?unattributed=true", headers=auth).json()["entries"]
+    assert client.post(f"/api/v1/usage/{entry['id']}/assign", json={"partner": "acme"}, headers=auth
+                       ).status_code == 200
+    assert get(client, ACME, "/api/v1/billing/statements/acme/2025-03")[1] == before
+
+
 def test_partner_tokens_are_checked_with_the_config() -> None:
     base = "site: {id: krg, name: Test hub}\nmqtt: {brokers: [{id: lab, host: 127.0.0.1}]}\n" + MACHINES
     env = {"T": "t" * 20}
