@@ -218,6 +218,9 @@ async def _run_once(driver: Driver, ctx: SupervisedContext) -> None:
     """One run of the driver; a fault reported from another thread ends it like an exception in the task."""
     fault = ctx._arm()
     task = asyncio.create_task(driver.run(ctx), name=f"driver-run:{ctx.name}")
+    # however this run ends — re-raised below, superseded by a fault, or after we were cancelled while it was
+    # still cleaning up (the gateway stopping) — its error is ours, never asyncio's "exception never retrieved"
+    task.add_done_callback(_retrieved)
     try:
         await asyncio.wait({task, fault}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -230,3 +233,8 @@ async def _run_once(driver: Driver, ctx: SupervisedContext) -> None:
     else:
         fault.cancel()
     task.result()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
