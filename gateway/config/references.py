@@ -18,13 +18,14 @@ def _unknown(loc: Loc, value: str, what: str, known: Sequence[str]) -> tuple[Loc
     return loc, value, f'"{value}" is not a known {what}; {hint}(known: {", ".join(names) or "none"})'
 
 
-def _unique(section: str, items: Sequence[tuple[int, str]], what: str) -> list[tuple[Loc, object, str]]:
+def _unique(where: tuple[str, str], ids: Sequence[str], what: str) -> list[tuple[Loc, object, str]]:
+    """Every id of a list (`where`: its section and key) that an earlier item already uses."""
     out: list[tuple[Loc, object, str]] = []
     first: dict[str, int] = {}
-    for i, item_id in items:
+    for i, item_id in enumerate(ids):
         if item_id in first:
-            out.append((("billing", section, i, "id"), item_id, f'"{item_id}" is already used by '
-                        f"{section}[{first[item_id]}]; {what} ids must be unique"))
+            out.append(((*where, i, "id"), item_id, f'"{item_id}" is already used by '
+                        f"{where[1]}[{first[item_id]}]; {what} ids must be unique"))
         first.setdefault(item_id, i)
     return out
 
@@ -41,35 +42,23 @@ def cross_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
             out.append(_unknown(("state", "machines", mid), mid, "machine", ids))
     if cfg.state.mqtt is not None and cfg.state.mqtt.broker not in brokers:
         out.append(_unknown(("state", "mqtt", "broker"), cfg.state.mqtt.broker, "broker", brokers))
-    seen: dict[str, int] = {}
+    out += _unique(("alerts", "rules"), [r.id for r in cfg.alerts.rules], "rule")
     for i, rule in enumerate(cfg.alerts.rules):
-        if rule.id in seen:
-            out.append((("alerts", "rules", i, "id"), rule.id,
-                        f'"{rule.id}" is already used by rules[{seen[rule.id]}]; rule ids must be unique'))
-        seen.setdefault(rule.id, i)
         for key, values, known, what in (("machines", rule.machines, ids, "machine"),
                                          ("kinds", rule.kinds, kinds, "machine kind"),
                                          ("labs", rule.labs, labs, "lab")):
             for j, v in enumerate(values):
                 if v not in known:
                     out.append(_unknown(("alerts", "rules", i, key, j), v, what, known))
-    channel_ids: dict[str, int] = {}
+    out += _unique(("notifications", "channels"), [ch.id for ch in cfg.notifications.channels], "channel")
     for i, ch in enumerate(cfg.notifications.channels):
-        if ch.id in channel_ids:
-            out.append((("notifications", "channels", i, "id"), ch.id,
-                        f'"{ch.id}" is already used by channels[{channel_ids[ch.id]}]; channel ids must be unique'))
-        channel_ids.setdefault(ch.id, i)
         for j, v in enumerate(ch.labs):
             if v not in labs:
                 out.append(_unknown(("notifications", "channels", i, "labs", j), v, "lab", labs))
         if isinstance(ch, MqttChannel) and ch.broker not in brokers:
             out.append(_unknown(("notifications", "channels", i, "broker"), ch.broker, "broker", brokers))
-    tasks: dict[str, int] = {}
+    out += _unique(("maintenance", "plans"), [plan.id for plan in cfg.maintenance.plans], "task")
     for i, plan in enumerate(cfg.maintenance.plans):
-        if plan.id in tasks:
-            out.append((("maintenance", "plans", i, "id"), plan.id,
-                        f'"{plan.id}" is already used by plans[{tasks[plan.id]}]; task ids must be unique'))
-        tasks.setdefault(plan.id, i)
         for key, values, known, what in (("machines", plan.machines, ids, "machine"),
                                          ("kinds", plan.kinds, kinds, "machine kind")):
             for j, v in enumerate(values):
@@ -98,10 +87,10 @@ def billing_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
     projects = {p.id: p.partner for p in b.projects}
     materials = [m.id for m in b.materials]
     out: list[tuple[Loc, object, str]] = []
-    out += _unique("partners", list(enumerate(partners)), "partner")
-    out += _unique("projects", [(i, p.id) for i, p in enumerate(b.projects)], "project")
-    out += _unique("users", [(i, u.id) for i, u in enumerate(b.users)], "user")
-    out += _unique("materials", list(enumerate(materials)), "material")
+    out += _unique(("billing", "partners"), partners, "partner")
+    out += _unique(("billing", "projects"), [p.id for p in b.projects], "project")
+    out += _unique(("billing", "users"), [u.id for u in b.users], "user")
+    out += _unique(("billing", "materials"), materials, "material")
 
     def project_of(loc: Loc, partner: str, project: str | None) -> None:
         if project is None:
