@@ -208,8 +208,11 @@ class StateStage:
 
     def _refresh(self, ms: MachineState, now: int) -> None:
         mid = ms.meta.id
+        # fresh as the live view says (a lagging stage never turns machines offline), but only once the stage has
+        # followed a reading of the machine: before that its readings are still on their way here, and judging the
+        # machine without them would announce a state nothing reported (idle "by default" for a moment)
         ms.underlying, basis = self.engine.derive(mid, ms.signals, now_ns=now, maintenance=False,
-                                                  fresh=self.values.fresh(mid))
+                                                  fresh=bool(ms.signals) and self.values.fresh(mid))
         new = MAINTENANCE if ms.maintenance else ms.underlying
         ms.basis = "maintenance" if ms.maintenance else basis
         if ms.state_since_ns is None:

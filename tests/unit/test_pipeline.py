@@ -18,8 +18,9 @@ from gateway.machines import MachineMeta
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.pipeline import IngestQueue, Pipeline, SinkWorker
-from gateway.reading import Quality, Reading
+from gateway.reading import Quality, Reading, now_ns
 from gateway.sinks.base import Rejected, SinkRetry, WriteResult
+from gateway.state.events import Event
 from gateway.state.stage import Frame, StateStage
 
 META = MachineMeta(id="fdm-01", name="Printer", kind="printer", driver="mqtt", site="s")
@@ -360,6 +361,23 @@ def test_a_crossing_inside_one_batch_is_seen_by_the_rules() -> None:
     stage.process([batch[:2], batch[2:]])
     assert [(f.view.signals["nozzle_temp"].value, [r.signal for r in f.readings]) for f in frames] == [
         (600.0, ["nozzle_temp", "bed_temp"]), (640.0, ["nozzle_temp"]), (601.0, ["nozzle_temp"])]
+
+
+def test_a_tick_before_the_stage_follows_the_first_readings_announces_no_state() -> None:
+    """The pipeline puts readings into the live view before the stage follows them; a tick in between (at start-up,
+    when the stage knows no signal yet) keeps the machine offline instead of calling it idle by default for a
+    moment — after a gateway restart that false idle made billing split a running job in two."""
+    values = LiveValues([META])
+    stage = StateStage([META], values)
+    events: list[Event] = []
+    stage.bus.subscribe(events.append)
+    batch = [Reading("fdm-01", "state", "printing", None, Quality.GOOD, now_ns(), now_ns())]
+    values.apply(batch)
+    stage.tick()
+    assert stage.machine("fdm-01")["state"] == "offline"
+    stage.process([batch])
+    assert stage.machine("fdm-01")["state"] == "running"
+    assert [(e.data["from"], e.data["to"]) for e in events if e.type == "state"] == [("offline", "running")]
 
 
 async def test_one_machine_message_per_machine_and_iteration() -> None:
