@@ -76,7 +76,8 @@ class Services:
                 "SELECT name, value FROM counters WHERE machine = ?", (mid,))}
             track.usage.restore(saved)
         stage.restore_maintenance(self.store.get_json("maintenance_mode") or [])
-        self.usage = UsageLedger(self.store, cfg.billing, [m.id for m in metas], self.clock)
+        self.usage = UsageLedger(self.store, cfg.billing, [m.id for m in metas], self.clock, emit=bus.emit,
+                                 energy=self._energy)
         self.notifier = Notifier(
             self.store,
             senders if senders is not None else build_senders(list(cfg.notifications.channels), cfg.mqtt.brokers,
@@ -130,6 +131,13 @@ class Services:
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                            (json.dumps(self.stage.in_maintenance()),))
         return out
+
+    def _energy(self, machine: str) -> float | None:
+        """The machine's energy counter (kWh), None when it has no meter."""
+        track = self.stage.engine.tracks.get(machine)
+        if track is None or not track.settings.energy_signal or track.settings.energy_signal not in track.usage.raw:
+            return None
+        return track.usage.counters["energy_kwh"]
 
     def save_counters(self) -> None:
         now = self.clock()

@@ -84,7 +84,7 @@ def entry_from_session(s: Session, attributor: Attributor) -> LedgerEntry:
     return LedgerEntry(
         key=s.key, machine=s.machine, job=s.job, job_id=s.job_id, job_start_ns=s.job_start_ns, segment=s.segment,
         start_ns=s.start_ns, end_ns=s.end_ns, recorded_ns=s.end_ns, source="events", running=s.running,
-        material=s.material, material_m=Decimal(str(s.material_m)),
+        material=s.material, material_m=Decimal(str(s.material_m)), energy_kwh=Decimal(str(s.energy_kwh)),
         partner=who.partner if who else None, project=who.project if who else None,
         note=f"attribution rule {who.rule}" if who else "unattributed")
 

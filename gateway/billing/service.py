@@ -11,7 +11,10 @@ store (persist.py), surviving restarts.
   restart stays one job and the downtime is a telemetry gap — never billed, never a second setup fee.
 - A machine is declared offline some seconds after its last reading; the ledger takes the gap (and the end of a
   session it ends) from that reading, kept as a mark in the store like the restart marks.
-- Attribution is by the site file's rules (`billing.attribution`); entries no rule matched are listed by
+- Check-ins (checkins.py: the API or badge swipes) give reserved time, running time outside jobs and the partner of
+  jobs no rule names.
+- Attribution is by the site file's rules (`billing.attribution`), then by check-in; entries neither matched are
+  listed by
   `unattributed()` until an admin assigns them (`assign`, a compensating pair with who and when).
 """
 
@@ -20,9 +23,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.billing.attribution import Attributor
+from gateway.billing.checkins import CheckIns
 from gateway.billing.ledger import LedgerEntry, assign, entry_from_session
 from gateway.billing.persist import LedgerStore
 from gateway.billing.restarts import continue_after_restart, is_mark, restart_mark
@@ -67,7 +71,8 @@ class UsageLedger:
     """Ledger entries from the events of the machines in `machines`, in the store's `ledger` table."""
 
     def __init__(self, store: Store, billing: BillingSection | None, machines: Sequence[str],
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int], *, emit: Callable[[Event], None] | None = None,
+                 energy: Callable[[str], float | None] | None = None) -> None:
         self.store = store
         self.ledger = LedgerStore(store)
         for sql in MARKS_SCHEMA:
@@ -78,6 +83,9 @@ class UsageLedger:
         self.clock = clock
         self._m: dict[str, _Machine] = {mid: _Machine() for mid in machines}
         self._checked_ns = 0
+        self.checkins = CheckIns(store, lambda: self.billing, emit=emit or (lambda _e: None),
+                                 energy=energy or (lambda _m: None), record=lambda e: self._add([e]),
+                                 clock=clock)
         self._replay()
 
     # --- start-up -------------------------------------------------------------------------------------------
@@ -139,6 +147,9 @@ class UsageLedger:
     def on_event(self, event: Event, *, last_seen_ns: int | None = None) -> None:
         """An event of the state engine; `last_seen_ns` is the machine's last reading when it happened."""
         m = self._m.get(event.machine)
+        if m is not None and event.type == "badge":
+            self.checkins.on_badge(event)
+            return
         if m is None or event.type not in TYPES:
             return
         if (event.type == "state" and event.data.get("to") == "offline" and "last_seen_ns" not in event.data
@@ -167,6 +178,7 @@ class UsageLedger:
         if now_ns - self._checked_ns < CHECK_EVERY_NS:
             return
         self._checked_ns = now_ns
+        self.checkins.expire(now_ns)
         for mid, m in self._m.items():
             if m.open_job:
                 self._record(mid)
@@ -181,17 +193,29 @@ class UsageLedger:
     def _record(self, machine: str) -> None:
         m = self._m[machine]
         finished, _ = fold_sessions(continue_after_restart(m.events), grace_s=self.grace_s, now_ns=self.clock())
-        entries = [entry_from_session(s, self.attributor) for s in finished]
+        entries = [self._attributed(entry_from_session(s, self.attributor)) for s in finished]
         m.open_job = _job_open(m.events)
-        if entries:
-            added = self.ledger.add(entries)
-            if added:
-                log.info("usage ledger: %d new entries of %s", added, machine, extra={"machine": machine})
+        self._add(entries)
         if not m.open_job:
             # nothing open: keep only what the next job needs to know (the machine's last state)
             states = [e for e in m.events if e.type == "state" and not is_mark(e)
                       and e.data.get("basis") != LAST_READING_BASIS]
             m.events = [max(states, key=lambda e: e.ts_ns)] if states else []
+
+    def _attributed(self, entry: LedgerEntry) -> LedgerEntry:
+        """A job no attribution rule names is its check-in's, when it started during one."""
+        if entry.partner is not None:
+            return entry
+        ci = self.checkins.covering(entry.machine, entry.job_start_ns)
+        if ci is None:
+            return entry
+        return replace(entry, partner=ci.partner, project=ci.project, user=ci.user,
+                       note=f"check-in {ci.id} of {ci.user or ci.partner}")
+
+    def _add(self, entries: Sequence[LedgerEntry]) -> None:
+        if entries and (added := self.ledger.add(entries)):
+            log.info("usage ledger: %d new entries of %s", added, entries[0].machine,
+                     extra={"machine": entries[0].machine})
 
     # --- reading and correcting -----------------------------------------------------------------------------
     def entries(self, *, partner: str | None = None, start_ns: int | None = None,

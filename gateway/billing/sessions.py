@@ -6,6 +6,8 @@ job's start and its end. Rules of the fold:
 - Events are a set: exact repeats (same machine, time, type and data) count once and the order they arrive in
   does not matter — they are sorted by time, and at one instant a state change comes before a job's end, which
   comes before the next job's start (the order the state engine emits them in).
+- Material and energy used are what the job's end reports (the state engine counts them during the job); they
+  go on the job's last session.
 - Only running time is billed; paused, idle, error and offline time inside a job is not.
 - A telemetry gap (the machine `offline`) no longer than `grace_s` neither splits the job nor is billed. A longer
   gap ends the session at the last reading (the offline event's `last_seen_ns` when it carries one, else the time
@@ -43,6 +45,7 @@ class Session:
     material_m: float = 0.0
     ended_by: str = "job_end"  # job_end | gap
     result: str | None = None
+    energy_kwh: float = 0.0  # metered during the job (on its last session)
 
     @property
     def key(self) -> str:
@@ -94,15 +97,15 @@ def fold_sessions(events: Iterable[Event], *, grace_s: float, now_ns: int | None
     jobs: dict[str, _Open] = {}
 
     def emit(machine: str, job: _Open, end_ns: int, ended_by: str, *, material_m: float = 0.0,
-             result: str | None = None) -> None:
+             energy_kwh: float = 0.0, result: str | None = None) -> None:
         if job.running_since is not None:
             job.spans.append((job.running_since, max(job.running_since, end_ns)))
             job.running_since = None
         spans = tuple((s, e) for s, e in job.spans if e > s)
-        if job.segment == 0 or spans or material_m > 0:
+        if job.segment == 0 or spans or material_m > 0 or energy_kwh > 0:
             finished.append(Session(machine, job.job, job.job_id, job.job_start_ns, job.segment, job.seg_start_ns,
                                     max(job.seg_start_ns, end_ns), spans, job.material, material_m, ended_by,
-                                    result))
+                                    result, energy_kwh))
         job.spans = []
 
     for machine, ts, _rank, _data, e in _canonical(events):
@@ -148,9 +151,8 @@ def fold_sessions(events: Iterable[Event], *, grace_s: float, now_ns: int | None
                 job.segment += 1
                 job.seg_start_ns = ts
             job.gap_start = None
-            material_m = e.data.get("material_m")
-            emit(machine, job, ts, "job_end", material_m=float(material_m) if isinstance(material_m, (int, float))
-                 else 0.0, result=_str(e.data.get("result")))
+            emit(machine, job, ts, "job_end", material_m=_num(e.data.get("material_m")),
+                 energy_kwh=_num(e.data.get("energy_kwh")), result=_str(e.data.get("result")))
             del jobs[machine]
     for machine, job in sorted(jobs.items()):
         if job.gap_start is not None and now_ns is not None and now_ns - job.gap_start > grace_ns:
@@ -165,6 +167,10 @@ def fold_sessions(events: Iterable[Event], *, grace_s: float, now_ns: int | None
     finished.sort(key=lambda s: (s.machine, s.job_start_ns, s.segment))
     still_open.sort(key=lambda s: (s.machine, s.job_start_ns, s.segment))
     return finished, still_open
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0.0
 
 
 def _str(value: object) -> str | None:

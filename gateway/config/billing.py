@@ -148,6 +148,8 @@ class BillingSection(Strict):
     gap_grace_s: float = Field(default=300.0, ge=0, description="A telemetry gap (the machine offline) shorter "
                                "than this neither splits a job's session nor is billed; a longer one ends the "
                                "session at the last reading.")
+    checkin_max_h: float = Field(default=12.0, gt=0, le=168, description="A check-in still open after this many "
+                                 "hours is closed at that limit (a forgotten check-out never bills the night).")
     partners: list[Partner] = Field(default_factory=list, description="Partners billed for their usage.")
     projects: list[Project] = Field(default_factory=list, description="Projects of the partners.")
     users: list[User] = Field(default_factory=list, description="Users and their badges.")
@@ -155,6 +157,16 @@ class BillingSection(Strict):
                                                "partners and projects; the first that matches wins.")
     materials: list[Material] = Field(default_factory=list, description="Material prices.")
     rates: list[RateCard] = Field(default_factory=list, description="Rate cards per machine or machine kind.")
+
+    def user(self, user_id: str) -> User:
+        for u in self.users:
+            if u.id == user_id:
+                return u
+        raise KeyError(user_id)
+
+    def badge_user(self, badge: str) -> User | None:
+        """The user a badge id belongs to (ids compared exactly, as the reader sends them), or None."""
+        return next((u for u in self.users if badge in u.badges), None)
 
     def partner(self, partner_id: str) -> Partner:
         for p in self.partners:

@@ -92,6 +92,16 @@ class StateMapping(Strict):
         "mm. Default: filament_used_mm.")
     material_unit: Literal["mm", "m"] | None = Field(default=None, description="Unit of material_signal. "
                                                      "Default mm.")
+    energy_signal: str | None = Field(
+        default=None, description="Energy meter of the machine (a cumulative counter, e.g. a smart plug's or a "
+        "DIN-rail meter's total, mapped into the machine's signals); what it adds during a job or a check-in is "
+        "billed at the rate card's per_kwh. Default: energy_kwh.")
+    energy_unit: Literal["kWh", "Wh"] | None = Field(default=None, description="Unit of energy_signal. "
+                                                     "Default kWh.")
+    badge_signal: str | None = Field(
+        default=None, description="Badge reader at the machine (over serial or MQTT): each reading is one swipe "
+        "of a badge id, which checks its user (billing.users[].badges) in or out. Publish swipes unretained. "
+        "Default: badge.")
     running_hours_signal: str | None = Field(
         default=None, description="Machine-reported operating hours counter (e.g. OPC UA Machinery "
         "operation counters); used instead of the gateway's own count of running time when present. "

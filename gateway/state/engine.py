@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gateway.config.operations import StateSection
 from gateway.machines import MachineMeta
-from gateway.reading import Reading
+from gateway.reading import Quality, Reading
 from gateway.state.derive import NS, WorkTimer, derive
 from gateway.state.events import Event
 from gateway.state.jobs import JobTracker
@@ -66,11 +66,17 @@ class StateEngine:
                 state: str) -> None:
         """Count usage and follow jobs for one machine's readings of a batch (oldest first)."""
         t = self.tracks[machine_id]
+        badge = t.settings.badge_signal
         for r in readings:
-            metres, produced = t.usage.on_reading(r)
+            metres, kwh, produced = t.usage.on_reading(r)
             if metres:
                 t.jobs.add_material(metres)
+            if kwh:
+                t.jobs.add_energy(kwh)
             self._produced(machine_id, produced)
+            if r.signal == badge and r.quality is not Quality.BAD and r.value not in (None, ""):
+                # one reading of the badge reader is one swipe; billing checks its user in or out
+                self._emit([Event(r.source_ns, machine_id, "badge", {"badge": str(r.value)})])
             events = t.jobs.on_reading(r, signals, state)
             self._after_jobs(t, events)
 
@@ -113,4 +119,4 @@ class StateEngine:
         if job is None:
             return None
         return {"name": job.name, "job_id": job.job_id, "start_ns": job.start_ns,
-                "material_m": round(job.material_m, 4)}
+                "material_m": round(job.material_m, 4), "energy_kwh": round(job.energy_kwh, 4)}

@@ -1,4 +1,5 @@
-"""Jobs of one machine (a print, a CNC programme run): start, end, name, duration, material used, result.
+"""Jobs of one machine (a print, a CNC programme run): start, end, name, duration, material and energy used,
+result.
 
 A job starts on an explicit `job_event` start (serial printers), on a new job id while the machine works, or when
 the machine starts running with a job it had not run before; it ends on an explicit end, on a new job, or when
@@ -29,6 +30,7 @@ class Job:
     job_id: str | None
     start_ns: int
     material_m: float = 0.0
+    energy_kwh: float = 0.0
 
 
 def _key(value: object) -> str | None:
@@ -69,14 +71,19 @@ class JobTracker:
             return None
         self.active = None
         self.last_key = job.key
-        return Event(ts_ns, self.machine, "job_end", {
-            "job": job.name, "job_id": job.job_id, "result": result,
-            "duration_s": round(max(0, ts_ns - job.start_ns) / NS, 3), "material_m": round(job.material_m, 4),
-        })
+        data = {"job": job.name, "job_id": job.job_id, "result": result,
+                "duration_s": round(max(0, ts_ns - job.start_ns) / NS, 3), "material_m": round(job.material_m, 4)}
+        if job.energy_kwh > 0:  # the machine has an energy meter
+            data["energy_kwh"] = round(job.energy_kwh, 6)
+        return Event(ts_ns, self.machine, "job_end", data)
 
     def add_material(self, metres: float) -> None:
         if self.active is not None and metres > 0:
             self.active.material_m += metres
+
+    def add_energy(self, kwh: float) -> None:
+        if self.active is not None and kwh > 0:
+            self.active.energy_kwh += kwh
 
     def on_reading(self, r: Reading, signals: Mapping[str, SignalValue], state: str) -> list[Event]:
         s = self.settings

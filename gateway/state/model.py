@@ -106,6 +106,9 @@ class StateSettings:
     ideal_cycle_s: float | None = None
     material_signal: str | None = "filament_used_mm"
     material_unit: str = "mm"
+    energy_signal: str | None = "energy_kwh"
+    energy_unit: str = "kWh"
+    badge_signal: str | None = "badge"
     running_hours_signal: str | None = None
     job_file_signal: str | None = "job_file"
     job_id_signal: str | None = "job_id"
@@ -141,7 +144,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 
 _PLAIN = ("state_signal", "heater_signal", "setpoint_signal", "heater_busy_pct", "power_signal", "power_busy_w",
           "busy_after_s", "idle_after_s", "good_signal", "reject_signal", "ideal_cycle_s", "material_signal",
-          "material_unit", "running_hours_signal", "job_file_signal", "job_id_signal", "job_event_signal")
+          "material_unit", "energy_signal", "energy_unit", "badge_signal", "running_hours_signal",
+          "job_file_signal", "job_id_signal", "job_event_signal")
 
 
 def _apply(base: dict[str, Any], mapping: StateMapping) -> None:

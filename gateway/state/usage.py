@@ -1,4 +1,4 @@
-"""Usage counters of one machine: running time, cycles (parts or jobs), material used.
+"""Usage counters of one machine: running time, cycles (parts or jobs), material used, energy (from its meter).
 
 Counters are cumulative since the gateway first saw the machine and survive restarts (the store keeps them, and
 the last raw value of every counted signal, so a reading after a restart adds only what is new). Machine counters
@@ -13,7 +13,7 @@ from gateway.reading import Quality, Reading
 from gateway.state.model import RUNNING, StateSettings
 
 NS = 1_000_000_000
-COUNTERS = ("running_s", "cycles", "material_m", "jobs")
+COUNTERS = ("running_s", "cycles", "material_m", "jobs", "energy_kwh")
 
 
 @dataclass(slots=True)
@@ -41,37 +41,42 @@ class UsageMeter:
             return 0.0
         return value - last if value >= last else value
 
-    def on_reading(self, r: Reading) -> tuple[float, Production | None]:
-        """(material in metres added, parts made) by one reading."""
+    def on_reading(self, r: Reading) -> tuple[float, float, Production | None]:
+        """(material in metres added, energy in kWh added, parts made) by one reading."""
         s = self.settings
         if r.quality is Quality.BAD or r.value is None or isinstance(r.value, str):
-            return 0.0, None
+            return 0.0, 0.0, None
         v = float(r.value)
         if r.signal == s.material_signal:
             d = self._delta(r.signal, v)
             metres = d / 1000.0 if s.material_unit == "mm" else d
             self.counters["material_m"] += metres
-            return metres, None
+            return metres, 0.0, None
+        if r.signal == s.energy_signal:
+            d = self._delta(r.signal, v)
+            kwh = d / 1000.0 if s.energy_unit == "Wh" else d
+            self.counters["energy_kwh"] += kwh
+            return 0.0, kwh, None
         if r.signal in s.cycle_signals:
             self.has_cycle_signal = True
             d = self._delta(r.signal, v)
             if d <= 0:
-                return 0.0, None
+                return 0.0, 0.0, None
             self.counters["cycles"] += d
             quality_known = bool(s.reject_signal and s.reject_signal in self.raw) or bool(
                 s.good_signal and s.good_signal in self.raw)
             good = d if quality_known and not (s.good_signal and s.good_signal in self.raw) else None
-            return 0.0, Production(r.source_ns, d, good)
+            return 0.0, 0.0, Production(r.source_ns, d, good)
         if r.signal == s.good_signal:
             d = self._delta(r.signal, v)
-            return 0.0, Production(r.source_ns, 0.0, d) if d > 0 else None
+            return 0.0, 0.0, Production(r.source_ns, 0.0, d) if d > 0 else None
         if r.signal == s.reject_signal:
             d = self._delta(r.signal, v)
-            return 0.0, Production(r.source_ns, 0.0, -d) if d > 0 else None
+            return 0.0, 0.0, Production(r.source_ns, 0.0, -d) if d > 0 else None
         if r.signal == s.running_hours_signal:
             d = self._delta(r.signal, v)
             self.counters["running_s"] += d * 3600.0
-        return 0.0, None
+        return 0.0, 0.0, None
 
     def accrue(self, state: str, now_ns: int) -> None:
         """Add running time up to now (when the machine reports no hours counter of its own)."""
