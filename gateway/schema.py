@@ -95,6 +95,7 @@ PROJECT: Final = "project"  # left out when the usage has no project
 MATERIAL_USED: Final = "material_used"
 MATERIAL_UNIT: Final = "material_unit"
 USAGE_RUNNING_S: Final = "running_s"
+USAGE_RESERVED_S: Final = "reserved_s"  # field: checked in, machine not running (check-in entries)
 USAGE_JOBS: Final = "jobs"  # 1 for a job's first session, so sum() counts jobs
 
 # --- the gateway's own metrics (gateway/self_metrics.py) ----------------------------------------------------

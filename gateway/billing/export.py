@@ -6,13 +6,15 @@ InfluxDB accepted is remembered in the store, so an outage delays them but loses
 re-exports nor forgets. A replay writes the same points (same tags and timestamp), which InfluxDB overwrites.
 
     usage,kind=printer,lab=printfarm,machine=fdm-01,month=2026-11,partner=acme,project=ore,site=kartech,
-        source=events running_s=5400,material_used=12.5,material_unit="m",jobs=1i,sign=1i,job="ACME_gear.gcode",
+        source=events running_s=5400,reserved_s=0,material_used=12.5,material_unit="m",energy_kwh=0,jobs=1i,sign=1i,
+        job="ACME_gear.gcode",
         entry="fdm-01/1795687200000000000/0" 1795692600000000000
 
 - The timestamp is when the entry was recorded (a session's end; an assignment's or correction's time).
-- `running_s`, `material_used` (metres) and `jobs` carry the entry's sign: a reversal (an assignment moving usage
+- `running_s`, `reserved_s` (check-ins), `material_used` (metres), `energy_kwh` and `jobs` carry the entry's sign: a reversal (an assignment moving usage
   from `partner=unattributed` to a partner, a correction) subtracts, so sums per partner are what is billed.
-- `jobs` is 1 for the first session of a job (0 for its later sessions), so `sum(jobs)` counts jobs.
+- `jobs` is 1 for the first session of a job (0 for its later sessions and for check-ins), so `sum(jobs)` counts
+  jobs.
 - `month` is the month (site time zone) the usage started in; `partner` is `unattributed` until assigned.
 """
 
@@ -41,8 +43,10 @@ def usage_line(e: LedgerEntry, meta: MachineMeta | None, site: str, tz: ZoneInfo
     tags = machine_tags(meta, e.machine, site, **{schema.MONTH: month_of(e.start_ns, tz),
                                                   schema.PARTNER: e.partner or UNATTRIBUTED,
                                                   schema.PROJECT: e.project or "", "source": e.source})
-    fields = {schema.USAGE_RUNNING_S: e.sign * e.running_ns / NS, schema.MATERIAL_USED: float(e.material_m) * e.sign,
-              schema.MATERIAL_UNIT: "m", schema.USAGE_JOBS: e.sign if e.segment == 0 else 0, "sign": e.sign,
+    fields = {schema.USAGE_RUNNING_S: e.sign * e.running_ns / NS, schema.USAGE_RESERVED_S: e.sign * e.reserved_ns / NS,
+              schema.MATERIAL_USED: float(e.material_m) * e.sign, schema.MATERIAL_UNIT: "m",
+              schema.ENERGY_KWH: float(e.energy_kwh) * e.sign,
+              schema.USAGE_JOBS: e.sign if e.segment == 0 and e.source != "checkin" else 0, "sign": e.sign,
               schema.JOB: e.job, "entry": e.key}
     line = text_line(schema.USAGE, tags, fields, e.recorded_ns)
     assert line is not None  # every field is set
