@@ -11,8 +11,9 @@ re-exports nor forgets. A replay writes the same points (same tags and timestamp
         entry="fdm-01/1795687200000000000/0" 1795692600000000000
 
 - The timestamp is when the entry was recorded (a session's end; an assignment's or correction's time).
-- `running_s`, `reserved_s` (check-ins), `material_used` (metres), `energy_kwh` and `jobs` carry the entry's sign: a reversal (an assignment moving usage
-  from `partner=unattributed` to a partner, a correction) subtracts, so sums per partner are what is billed.
+- `running_s`, `reserved_s` (check-ins), `material_used` (metres), `energy_kwh` and `jobs` carry the entry's
+  sign: a reversal (an assignment moving usage from `partner=unattributed` to a partner, a correction) subtracts,
+  so sums per partner are what is billed.
 - `jobs` is 1 for the first session of a job (0 for its later sessions and for check-ins), so `sum(jobs)` counts
   jobs.
 - `month` is the month (site time zone) the usage started in; `partner` is `unattributed` until assigned.

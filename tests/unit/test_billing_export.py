@@ -20,7 +20,8 @@ def test_an_attributed_entry_is_a_point_with_partner_and_project() -> None:
     entry = next(e for e in month_entries() if e.job == "ACME_bracket.gcode")
     assert usage_line(entry, META["fdm-01"], "krg", TZ) == (
         "usage,kind=printer,lab=printfarm,machine=fdm-01,month=2025-03,partner=acme,project=ore,site=krg,"
-        'source=events running_s=7620.0,material_used=10.0,material_unit="m",jobs=1i,sign=1i,'
+        'source=events running_s=7620.0,reserved_s=0.0,material_used=10.0,material_unit="m",energy_kwh=0.0,'
+        'jobs=1i,sign=1i,'
         f'job="ACME_bracket.gcode",entry="{entry.key}" {entry.end_ns}')
 
 
