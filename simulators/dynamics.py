@@ -720,4 +720,81 @@ class Printer(Model):
         }
 
 
-MODELS: dict[str, type[Model]] = {m.kind: m for m in (Furnace, Chamber, EnvSensor, PowerMeter, Printer)}
+# --- laser cutter on a metered smart plug, with a badge reader ------------------------------------------------
+
+
+class LaserCutter(Model):
+    """A CO2 laser cutter behind a metered smart plug, with an RFID badge reader beside it.
+
+    Operators come and go: a session begins with a swipe of one of `badges`, has a few cutting runs (tube, chiller
+    and exhaust draw 1.5-2.5 kW) with setup pauses in between (standby around 60 W), and ends with the same badge
+    swiped again; then the cutter stands idle until the next operator. `badge` is reported only at the step of a
+    swipe (a reader sends one message per swipe); `energy_kwh` is the plug's meter and never decreases.
+    Without badges there are no sessions to announce: the cutter still runs, unattended.
+    """
+
+    kind = "laser"
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        badges: tuple[str, ...] = (),
+        session_minutes: tuple[float, float] = (3.0, 8.0),
+        cut_s: tuple[float, float] = (30.0, 120.0),
+        pause_s: tuple[float, float] = (20.0, 60.0),
+        gap_minutes: tuple[float, float] = (1.0, 4.0),
+        first_swipe_s: tuple[float, float] = (15.0, 45.0),
+        standby_w: float = 60.0,
+        cut_w: float = 2000.0,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.badges = badges
+        self.session_minutes, self.cut_s, self.pause_s, self.gap_minutes = session_minutes, cut_s, pause_s, \
+            gap_minutes
+        self.first_swipe_s = first_swipe_s
+        self.standby_w, self.cut_w = standby_w, cut_w
+        self.energy_kwh = self.rng.uniform(50.0, 900.0)
+        self.operator: str | None = None
+        self.in_session = False
+        self.cutting = False
+        self.power_w = 0.0
+        self._session_end = 0.0
+        self._until = 0.0  # end of the current cut, pause or idle gap
+        self._swipe: str | None = None
+
+    def signals(self) -> dict[str, Signal]:
+        return {"power_w": Signal("W", "float"), "energy_kwh": Signal("kWh", "float"),
+                "badge": Signal(None, "string")}
+
+    def _begin(self, t_s: float) -> None:
+        self._until = t_s + self.rng.uniform(*self.first_swipe_s)
+
+    def _advance(self, t_s: float, dt_s: float) -> None:
+        if t_s >= self._until:
+            if not self.in_session:  # the next operator arrives and swipes in
+                self.in_session, self.cutting = True, False
+                self.operator = self.rng.choice(self.badges) if self.badges else None
+                self._swipe = self.operator
+                self._session_end = t_s + 60.0 * self.rng.uniform(*self.session_minutes)
+                self._until = t_s + self.rng.uniform(*self.pause_s)
+            elif t_s >= self._session_end and not self.cutting:  # done: swipes out; the cutter stands idle
+                self._swipe, self.operator, self.in_session = self.operator, None, False
+                self._until = t_s + 60.0 * self.rng.uniform(*self.gap_minutes)
+            else:
+                self.cutting = not self.cutting
+                self._until = t_s + self.rng.uniform(*(self.cut_s if self.cutting else self.pause_s))
+        self.power_w = (self.cut_w * (0.9 + 0.1 * self.rng.random()) if self.cutting
+                        else self.standby_w if self.in_session else 2.0)
+        self.energy_kwh += self.power_w * dt_s / 3.6e6
+
+    def _read(self, t_s: float) -> dict[str, SignalValue]:
+        out: dict[str, SignalValue] = {"power_w": round(max(0.0, self.power_w + self.rng.gauss(0.0, 2.0)), 1),
+                                       "energy_kwh": round(self.energy_kwh, 4)}
+        if self._swipe is not None:
+            out["badge"], self._swipe = self._swipe, None
+        return out
+
+
+MODELS: dict[str, type[Model]] = {m.kind: m for m in (Furnace, Chamber, EnvSensor, PowerMeter, Printer,
+                                                      LaserCutter)}

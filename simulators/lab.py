@@ -35,6 +35,7 @@ class SimulatorEnv:
     free_ports: bool = False  # listen where the system says rather than where the site file says (see `reachable`)
     # planned faults (`x-simulator-faults:` of a site file): {machine, fault, after_s}
     faults: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    badges: tuple[str, ...] = ()  # badge ids of the site's users (billing.users), for simulated badge readers
 
 
 class Simulator(Protocol):
@@ -82,8 +83,10 @@ class VirtualLab:
             machines = [m for m in cfg.machines if m.driver == name]
             if build is None or not machines:
                 continue
+            badges = tuple(b for u in (cfg.billing.users if cfg.billing is not None else ()) for b in u.badges)
             part = build(machines, SimulatorEnv(site_id=cfg.site.id, settings=cfg.section(spec.section),
-                                                seed=self.seed, free_ports=self.free_ports, faults=self.faults))
+                                                seed=self.seed, free_ports=self.free_ports, faults=self.faults,
+                                                badges=badges))
             part.start()
             self.parts[name] = part
             lines += part.describe()

@@ -28,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.mqtt.config import FieldMap, MqttMachine, MqttSection, TimestampMap, TopicMap
 from gateway.config.models import MachineBase
-from simulators.dynamics import Chamber, EnvSensor, Furnace, Model, PowerMeter, Printer, SignalValue
+from simulators.dynamics import Chamber, EnvSensor, Furnace, LaserCutter, Model, PowerMeter, Printer, SignalValue
 from simulators.lab import SimulatorEnv
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ Message = tuple[str, bytes]
 JsonValue = Any
 
 
-def build_models(machine: MqttMachine, seed: int) -> Model:
-    """The model for `machine.kind`, seeded from (seed, machine id), started at some point of its cycle."""
+def build_models(machine: MqttMachine, seed: int, badges: tuple[str, ...] = ()) -> Model:
+    """The model for `machine.kind`, seeded from (seed, machine id), started at some point of its cycle; a laser
+    cutter's operators swipe `badges`."""
     pick = random.Random(f"{seed}:{machine.id}")
     model_seed = pick.randrange(2**32)
     if machine.kind == "furnace":
@@ -58,9 +59,11 @@ def build_models(machine: MqttMachine, seed: int) -> Model:
         return PowerMeter(seed=model_seed, phases=3 if three_phase else 1)
     if machine.kind == "printer":
         return Printer(seed=model_seed, start_progress_pct=pick.uniform(5.0, 80.0))
+    if machine.kind == "laser":
+        return LaserCutter(seed=model_seed, badges=badges)
     raise ValueError(
         f'machine "{machine.id}": no MQTT simulator for kind "{machine.kind}"; '
-        "simulated kinds are furnace, chamber, env_sensor, power_meter, printer"
+        "simulated kinds are furnace, chamber, env_sensor, power_meter, printer, laser"
     )
 
 
@@ -85,6 +88,8 @@ def encode(
     out: list[Message] = []
     for tm in machine.topics:
         if tm.format == "json":
+            if not any(name in values for name in tm.fields):
+                continue  # nothing for this topic in this step (a badge reader between swipes)
             topic = render_topic(tm.topic, site_id=site_id, machine_id=machine.id)
             out.append((topic, _dumps(json_payload(tm, values, t_s))))
         else:
@@ -224,6 +229,7 @@ class MqttLab:
         port: int = 1883,
         interval_s: float | Mapping[str, float] | None = None,
         seed: int = 1,
+        badges: tuple[str, ...] = (),
         username: str | None = None,
         password: str | None = None,
         client_id: str | None = None,
@@ -233,7 +239,7 @@ class MqttLab:
         if len(self.machines) != len(machines):
             raise ValueError("machine ids must be unique")
         self.site_id, self.host, self.port = site_id, host, port
-        self.models = {m.id: build_models(m, seed) for m in machines}
+        self.models = {m.id: build_models(m, seed, badges) for m in machines}
         self.intervals = {m.id: self._interval(m, interval_s) for m in machines}
         self._clock = clock
         for m in machines:
@@ -480,7 +486,7 @@ class MqttSimulator:
             if mine:
                 host = "127.0.0.1" if broker.host in ("0.0.0.0", "::") else broker.host
                 self.labs.append(MqttLab(mine, site_id=env.site_id, host=host, port=broker.port, seed=env.seed,
-                                         username=broker.username, password=broker.password))
+                                         badges=env.badges, username=broker.username, password=broker.password))
         self._planned: list[str] = []
 
     def start(self) -> None:

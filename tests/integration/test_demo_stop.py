@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 KARTECH = str(Path(sys.executable).with_name("kartech"))
 URL = re.compile(r"Kartech demo is running: (http://127\.0\.0\.1:\d+/)")
+DEMO_MACHINES = len(yaml.safe_load((Path(__file__).parents[2] / "config" / "demo.yaml").read_text())["machines"])
 
 
 def _start_demo(tmp: Path, seconds: int, token: str) -> subprocess.Popen[str]:
@@ -72,7 +74,7 @@ def test_two_demos_side_by_side_never_see_each_other_and_stop_by_themselves(tmp_
             assert health["event_loop_lag_ms"] < 250, health
             machines = httpx.get(url + "api/v1/machines", headers={"Authorization": f"Bearer {token}"},
                                  timeout=5).json()
-            assert len(machines) == 14
+            assert len(machines) == DEMO_MACHINES
             offline = [m["id"] for m in machines if m["state"] == "offline"]
             assert offline == [], offline
         assert a.wait(timeout=40) == 0  # --seconds 75: by itself

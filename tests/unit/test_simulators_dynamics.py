@@ -14,6 +14,7 @@ from simulators.dynamics import (
     Chamber,
     EnvSensor,
     Furnace,
+    LaserCutter,
     Model,
     PowerMeter,
     Printer,
@@ -55,7 +56,7 @@ def test_step_returns_exactly_the_declared_signals_with_their_types(model: Model
 
 
 def test_every_kind_is_registered() -> None:
-    assert set(MODELS) == {"furnace", "chamber", "env_sensor", "power_meter", "printer"}
+    assert set(MODELS) == {"furnace", "chamber", "env_sensor", "power_meter", "printer", "laser"}
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -231,3 +232,32 @@ def test_printer_can_start_mid_job() -> None:
     assert (v["state"], v["stage"], v["progress_pct"]) == ("running", "printing", 55.0)
     assert float(v["nozzle_temp"]) > 210
     assert int(v["remaining_s"]) > 0
+
+
+# --- laser cutter ---
+
+
+def test_laser_sessions_are_framed_by_swipes_of_one_badge_and_its_meter_counts_up() -> None:
+    laser = LaserCutter(seed=3, badges=("04A1B2C3", "04D4E5F6"))
+    trace = run(laser, 0.0, 4 * 3600.0, 1.0)
+    swipes = [(t, v["badge"]) for t, v in trace if "badge" in v]
+    assert len(swipes) >= 10
+    # the first within a minute (the demo shows a check-in at once); then in, out, in, out ... by the same badge
+    assert swipes[0][0] < 60.0
+    ins, outs = swipes[0::2], swipes[1::2]
+    assert all(a[1] == b[1] for a, b in zip(ins, outs, strict=False))
+    energy = [v["energy_kwh"] for _, v in trace]
+    assert energy == sorted(energy)
+    # cutting (kW) happens only inside sessions; outside them the plug reads almost nothing
+    inside = set()
+    for (t_in, _), (t_out, _) in zip(ins, outs, strict=False):
+        inside |= {t for t, _ in trace if t_in <= t <= t_out}
+    loads = [(t, float(v["power_w"])) for t, v in trace]
+    assert any(p > 1500 for t, p in loads if t in inside)
+    assert all(p < 100 for t, p in loads if t not in inside and t > swipes[1][0] and t < swipes[-1][0])
+
+
+def test_a_laser_without_badges_still_cuts() -> None:
+    trace = run(LaserCutter(seed=3), 0.0, 3600.0, 1.0)
+    assert not any("badge" in v for _, v in trace)
+    assert any(float(v["power_w"]) > 1500 for _, v in trace)
