@@ -88,9 +88,7 @@ def _check(expected: tuple[str, tuple[type, ...]] | None, value: object) -> tupl
     if expected is None:
         return None
     what, types = expected
-    if isinstance(value, bool) and bool not in types:
-        return ("not_a_number", f"expected a {what}")
-    if not isinstance(value, types):
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         return ("not_a_number" if what == "number" else "unexpected_shape", f"expected a {what}")
     if isinstance(value, float) and not math.isfinite(value):
         return ("non_finite", "not a finite number")
