@@ -46,7 +46,7 @@ ROOM_C = 22.0
 class Cycle:
     """The simulated printer's job cycle, in seconds of simulated time."""
 
-    files: tuple[str, ...] = ("voron_cube_abs_0.2mm.gcode", "stealthburner_printhead_v6.gcode")
+    files: tuple[str, ...] = ("drone_arm_v3_abs.gcode", "sensor_housing_asa.gcode", "conveyor_scraper_petg.gcode")
     idle_s: float = 5.0
     heat_s: float = 8.0  # time constant of the heaters (63 % of the way to the target)
     print_s: float = 60.0
@@ -160,7 +160,7 @@ class MoonrakerSim:
             self._error = err
             self._ready.set()
             return
-        self.port = list(server.sockets)[0].getsockname()[1]
+        self.port = next(iter(server.sockets)).getsockname()[1]
         ticker = asyncio.create_task(self._tick())
         self._ready.set()
         try:

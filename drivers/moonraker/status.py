@@ -105,7 +105,7 @@ class KlipperPrinter:
         self.job: str | None = None  # the file of the job in progress
         self.job_progress = 0.0
         self._sent: dict[str, Value] = {}  # last value sent per signal: only changes are sent again
-        self._unknown_word: str | None = None
+        self._unknown: str | None = None
         self._now_ns = 0
 
     # --- inputs -------------------------------------------------------------------------------------------
@@ -178,11 +178,10 @@ class KlipperPrinter:
             if "power" in o:
                 out[f"{prefix}_power_pct"] = (round(100.0 * min(max(float(o["power"]), 0.0), 1.0), 1), "%", good)
         word = s.get("print_stats", {}).get("state")
-        if isinstance(word, str) and word not in PRINT_STATES and self.klippy == "ready":
-            if self._unknown_word != word:  # reported once per new word, not at every update
-                self._unknown_word = word
-                up.bad.append(Bad("unknown_state", f"print_stats.state {word!r} is none of "
-                                                   f"{', '.join(PRINT_STATES)}"))
+        # an unknown word is reported once, not at every update
+        if isinstance(word, str) and word not in PRINT_STATES and self.klippy == "ready" and word != self._unknown:
+            self._unknown = word
+            up.bad.append(Bad("unknown_state", f"print_stats.state {word!r} is none of {', '.join(PRINT_STATES)}"))
         state = self.state()
         if state is not None:
             out["state"] = (state, None, good)

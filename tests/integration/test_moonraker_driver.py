@@ -62,15 +62,20 @@ async def test_values_state_words_and_job_fields_arrive_mapped(sim: MoonrakerSim
     events = [(r.signal, r.value) for r in h.readings if r.signal in ("job_event", "job_file", "job_result")]
     assert events[:5] == [("job_file", FAST.files[0]), ("job_event", "start"),
                           ("job_file", FAST.files[0]), ("job_result", "completed"), ("job_event", "completed")]
-    states = [v for v in h.values("state")]
+    states = list(h.values("state"))
     assert states[:3] == ["idle", "running", "idle"]
-    assert seen["nozzle_temp"].unit == "degC" and seen["bed_target"].unit == "degC"
-    assert FAST.nozzle_c in h.values("nozzle_target") and FAST.bed_c in h.values("bed_target")
-    assert 100.0 in h.values("progress_pct") and seen["progress_pct"].unit == "%"
-    assert FAST.layers in h.values("total_layers") and FAST.layers in h.values("layer")
+    assert seen["nozzle_temp"].unit == "degC"
+    assert seen["bed_target"].unit == "degC"
+    assert FAST.nozzle_c in h.values("nozzle_target")
+    assert FAST.bed_c in h.values("bed_target")
+    assert 100.0 in h.values("progress_pct")
+    assert seen["progress_pct"].unit == "%"
+    assert FAST.layers in h.values("total_layers")
+    assert FAST.layers in h.values("layer")
     used = h.values("filament_used_mm")
     assert max(float(str(v)) for v in used) == pytest.approx(FAST.filament_mm, rel=0.01)
-    assert seen["elapsed_s"].unit == "s" and max(int(str(v)) for v in h.values("elapsed_s")) >= 1
+    assert seen["elapsed_s"].unit == "s"
+    assert max(int(str(v)) for v in h.values("elapsed_s")) >= 1
     assert seen["remaining_s"].quality is Quality.UNCERTAIN or h.values("remaining_s")[-1] == 0
     # the API key went in the upgrade request; only status was asked for, with the documented objects
     assert sim.upgrade_headers[0]["X-Api-Key"] == KEY
@@ -94,7 +99,8 @@ async def test_a_partial_update_changes_only_what_it_carries(sim: MoonrakerSim) 
     assert sent == ["nozzle_temp"]
     assert {k: v for k, v in after.items() if k != "nozzle_temp"} == {k: v for k, v in before.items()
                                                                       if k != "nozzle_temp"}
-    assert before["nozzle_target"] == 0.0 and before["state"] == "idle"
+    assert before["nozzle_target"] == 0.0
+    assert before["state"] == "idle"
 
 
 async def test_klippy_shutdown_is_an_error_and_ready_subscribes_again(sim: MoonrakerSim) -> None:
@@ -110,7 +116,8 @@ async def test_klippy_shutdown_is_an_error_and_ready_subscribes_again(sim: Moonr
         await h.wait_for("state idle after the restart", lambda: h.state() == "idle")
         await h.wait_for("a new job on the restarted Klipper", lambda: h.values("job_event")[-1:] == ["start"])
         assert sum(r["method"] == "printer.objects.subscribe" for r in sim.requests) == subscribes + 1
-        assert h.ctx.restarts == 0 and h.ctx.is_connected
+        assert h.ctx.restarts == 0
+        assert h.ctx.is_connected
 
 
 async def test_klippy_disconnected_is_offline_until_it_is_ready(sim: MoonrakerSim) -> None:
@@ -148,7 +155,8 @@ async def test_a_wrong_api_key_is_one_clear_error_naming_the_printer(sim: Moonra
     caplog.set_level(logging.INFO)
     async with running(machine(sim, api_key="0" * 32), Backoff(0.05, 0.1)) as h:
         await h.wait_for("three refused attempts", lambda: len(sim.upgrade_headers) >= 3)
-        assert not h.ctx.is_connected and h.state() == "offline"
+        assert not h.ctx.is_connected
+        assert h.state() == "offline"
     assert h.ctx.last_error == (
         f'printer "Voron 2.4 №1" (voron-01): Moonraker at {sim.url} refused the API key (Unauthorized (code '
         "-32602)); set api_key: ${ENV_VAR} to the key of moonraker.conf [authorization] (Mainsail: Settings > "
@@ -197,5 +205,7 @@ async def test_malformed_frames_are_counted_and_never_stop_the_driver(sim: Moonr
         assert h.bad("not_a_number") == 1
         assert h.bad("unknown_state") == 1
         # the good field of a delta with a bad one still applies; the bad one keeps the last good value
-        assert signals(h)["nozzle_target"] == 200.0 and isinstance(signals(h)["nozzle_temp"], float)
-        assert h.ctx.restarts == 0 and h.ctx.is_connected
+        assert signals(h)["nozzle_target"] == 200.0
+        assert isinstance(signals(h)["nozzle_temp"], float)
+        assert h.ctx.restarts == 0
+        assert h.ctx.is_connected

@@ -14,11 +14,15 @@ def test_a_result() -> None:
 
 def test_an_error_and_whether_it_is_about_authorization() -> None:
     err = decode('{"jsonrpc": "2.0", "error": {"code": -32602, "message": "Unauthorized"}, "id": 3}')
-    assert err == Error(3, -32602, "Unauthorized") and isinstance(err, Error) and err.unauthorized
+    assert err == Error(3, -32602, "Unauthorized")
+    assert isinstance(err, Error)
+    assert err.unauthorized
     old = decode('{"jsonrpc": "2.0", "error": {"code": 401, "message": "Unauthorized"}, "id": 3}')
-    assert isinstance(old, Error) and old.unauthorized
+    assert isinstance(old, Error)
+    assert old.unauthorized
     other = decode('{"jsonrpc": "2.0", "error": {"code": 503, "message": "Klippy Host not connected"}, "id": 4}')
-    assert isinstance(other, Error) and not other.unauthorized
+    assert isinstance(other, Error)
+    assert not other.unauthorized
     assert decode('{"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": null}') == Error(
         None, -32700, "Parse error")
 
@@ -37,9 +41,10 @@ def test_what_is_not_usable_says_why() -> None:
              '{"jsonrpc": "2.0", "id": 1}': "unexpected_shape"}
     for frame, reason in cases.items():
         msg = decode(frame)
-        assert isinstance(msg, Malformed) and msg.reason == reason, frame
+        assert msg == Malformed(reason, getattr(msg, "detail", "")), frame
     binary = decode(b"\x00\x01")
-    assert isinstance(binary, Malformed) and binary.detail == "a binary frame of 2 bytes (Moonraker sends text)"
+    assert isinstance(binary, Malformed)
+    assert binary.detail == "a binary frame of 2 bytes (Moonraker sends text)"
 
 
 def test_a_request_frame() -> None:

@@ -78,7 +78,8 @@ def test_a_print_from_start_to_completion() -> None:
                                          "info": {"total_layer": 50, "current_layer": 1}},
                          "extruder": {"target": 245.0}}, T).readings
     assert [(r.signal, r.value) for r in start][:2] == [("job_file", "cube.gcode"), ("job_event", "start")]
-    assert sent(start)["state"] == "running" and sent(start)["total_layers"] == 50
+    assert sent(start)["state"] == "running"
+    assert sent(start)["total_layers"] == 50
     mid = sent(p.on_status({"print_stats": {"print_duration": 600.0, "filament_used": 812.44},
                             "virtual_sdcard": {"progress": 0.25}, "display_status": {"progress": 0.3}},
                            T).readings)
@@ -90,7 +91,8 @@ def test_a_print_from_start_to_completion() -> None:
                        "display_status": {"progress": 1.0}}, T).readings
     assert [(r.signal, r.value) for r in end][-3:] == [("job_file", "cube.gcode"), ("job_result", "completed"),
                                                         ("job_event", "completed")]
-    assert sent(end)["state"] == "idle" and sent(end)["remaining_s"] == 0
+    assert sent(end)["state"] == "idle"
+    assert sent(end)["remaining_s"] == 0
     assert p.job is None
 
 
@@ -99,7 +101,8 @@ def test_cancelled_and_error_end_jobs_with_their_result() -> None:
         p = ready()
         p.on_status({"print_stats": {"state": "printing", "filename": "a.gcode"}}, T)
         out = p.on_status({"print_stats": {"state": word, "message": "Move out of range"}}, T).readings
-        assert sent(out)["job_result"] == result and sent(out)["state"] == state
+        assert sent(out)["job_result"] == result
+        assert sent(out)["state"] == state
     assert sent(out)["error"] == "Move out of range"
 
 
@@ -107,14 +110,16 @@ def test_paused_is_paused_and_keeps_the_job() -> None:
     p = ready()
     p.on_status({"print_stats": {"state": "printing", "filename": "a.gcode"}}, T)
     out = sent(p.on_status({"print_stats": {"state": "paused"}}, T).readings)
-    assert out == {"state": "paused"} and p.job == "a.gcode"
+    assert out == {"state": "paused"}
+    assert p.job == "a.gcode"
 
 
 def test_klippy_shutdown_is_an_error_and_fails_the_job() -> None:
     p = ready()
     p.on_status({"print_stats": {"state": "printing", "filename": "a.gcode"}}, T)
     out = sent(p.on_klippy("shutdown", T).readings)
-    assert out["state"] == "error" and out["job_result"] == "failed"
+    assert out["state"] == "error"
+    assert out["job_result"] == "failed"
     assert str(out["error"]).startswith("Klipper shutdown")
 
 
@@ -145,4 +150,5 @@ def test_an_unknown_state_word_is_reported_once() -> None:
     p = ready()
     first = p.on_status({"print_stats": {"state": "exploded"}}, T)
     second = p.on_status({"extruder": {"temperature": 30.0}}, T)
-    assert [b.reason for b in first.bad] == ["unknown_state"] and second.bad == []
+    assert [b.reason for b in first.bad] == ["unknown_state"]
+    assert second.bad == []
