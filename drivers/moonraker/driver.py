@@ -110,6 +110,7 @@ class Session:
         self.emit_lock = asyncio.Lock()
         self.last_emit = time.monotonic()
         self.subscribed = False
+        self.readable = False  # Klippy answers (ready, shutdown or error): its state is repeated while quiet
 
     async def run(self) -> None:
         self.printer.on_connected()
@@ -147,7 +148,8 @@ class Session:
     async def _enter(self, klippy: str) -> None:
         """Klippy is now `klippy`: say so, subscribe when it can be read, report the connection."""
         await self._emit(lambda: self.printer.on_klippy(klippy, now_ns()))
-        if klippy in ("ready", "shutdown", "error"):
+        self.readable = klippy in ("ready", "shutdown", "error")
+        if self.readable:
             # ready: Klipper (re)started, so its objects are new; shutdown: still readable, temperatures included
             if klippy == "ready" or (klippy == "shutdown" and not self.subscribed):
                 await self._subscribe()
@@ -229,7 +231,7 @@ class Session:
                 frame = None
             if frame is not None:
                 await self._handle(rpc.decode(frame))
-            if self.subscribed and time.monotonic() - self.last_emit >= quiet_s:
+            if self.readable and time.monotonic() - self.last_emit >= quiet_s:
                 await self._emit(lambda: self.printer.snapshot(now_ns()))
 
     async def _handle(self, msg: rpc.Message) -> None:

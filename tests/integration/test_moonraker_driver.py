@@ -103,6 +103,17 @@ async def test_a_partial_update_changes_only_what_it_carries(sim: MoonrakerSim) 
     assert before["state"] == "idle"
 
 
+async def test_a_quiet_printer_is_repeated_so_it_stays_online(sim: MoonrakerSim) -> None:
+    sim.freeze()  # Klipper sends nothing: nothing changes
+    async with running(machine(sim)) as h:
+        await h.wait_for("the first status", lambda: h.of("voron-01", "state"))
+        start = time.monotonic()
+        await h.wait_for("three repeats", lambda: len(h.of("voron-01", "state")) >= 4, timeout_s=10)
+        took = time.monotonic() - start
+        assert set(h.values("state")) == {"idle"}
+    assert 2.0 <= took <= 6.0, took  # every expected_interval_s (1 s), not more often
+
+
 async def test_klippy_shutdown_is_an_error_and_ready_subscribes_again(sim: MoonrakerSim) -> None:
     sim.cycle = SLOW
     async with running(machine(sim)) as h:
