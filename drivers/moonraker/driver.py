@@ -3,9 +3,10 @@
 The session follows Moonraker's documented start-up sequence (docs/external_api/introduction.md, "Websocket
 setup"): connect (the API key in the X-Api-Key header of the upgrade request), ask `server.info` for Klippy's
 state, and once Klippy is ready `printer.objects.subscribe`; the response carries the full status, and
-`notify_status_update` deltas follow. `notify_klippy_shutdown` makes the printer an error, `notify_klippy_
-disconnected` makes it offline (Moonraker is up, Klipper is not), `notify_klippy_ready` means Klipper restarted: the
-driver subscribes again. While Klippy is not ready, `server.info` is asked again every 2 s, as the docs advise.
+`notify_status_update` deltas follow. `notify_klippy_shutdown` makes the printer an error,
+`notify_klippy_disconnected` makes it offline (Moonraker is up, Klipper is not), `notify_klippy_ready` means Klipper
+restarted: the driver subscribes again. While Klippy is not ready, `server.info` is asked again every 2 s, as the
+docs advise.
 
 One task reads every frame in order — results, errors, notifications — so the full status of a subscription is
 applied before the deltas that follow it. A lost WebSocket ends `run` with `DriverUnavailable`; the supervisor
