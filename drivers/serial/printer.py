@@ -83,7 +83,8 @@ class PrinterModel:
         if result == "completed":
             out.append(self._r("progress_pct", 100.0, "%"))
             out.append(self._r("remaining_s", 0, "s"))
-        out += [self._r("job_event", "end"), self._r("job_file", job.file), self._r("job_result", result)]
+        # the end says how it ended (completed, cancelled, failed): the state engine records the job's result by it
+        out += [self._r("job_event", result), self._r("job_file", job.file), self._r("job_result", result)]
         self._ended_filament_start_m = job.filament_at_start_m  # the final M78 after the end settles the figure
         self.job = None
         self.printing = False

@@ -128,7 +128,7 @@ def test_job_from_heat_up_to_completion() -> None:
                "SD printing byte 0/1000", "echo:Print time: 1m 0s", "SD printing byte 500/1000",
                "echo:Print time: 10m 0s", "Done printing file", "Current file: (no file)", "Not SD printing")
     assert values(out, "state") == ["idle", "running", "idle"]
-    assert values(out, "job_event") == ["start", "end"]
+    assert values(out, "job_event") == ["start", "completed"]
     assert values(out, "job_file") == ["BRACKE~1.GCO", "bracket_v3.gcode", "bracket_v3.gcode"]
     assert values(out, "job_result") == ["completed"]
     assert values(out, "progress_pct") == [0.0, 50.0, 100.0]
@@ -153,7 +153,7 @@ def test_thermal_runaway_ends_the_job_as_failed_and_reboot_clears_the_error() ->
                "Error:Thermal Runaway, system stopped! Heater_ID: 0", "Error:Printer halted. kill() called!",
                "start", "Not SD printing")
     assert values(out, "state") == ["idle", "running", "error", "idle"]
-    assert values(out, "job_result") == ["failed"]
+    assert values(out, "job_result") == values(out, "job_event") == ["failed"]
     assert values(out, "error")[0] == "Thermal Runaway, system stopped! Heater_ID: 0"
 
 
@@ -177,7 +177,7 @@ def test_reconnect_keeps_the_job_and_filament_is_counted_from_the_print_counter(
     assert values(out, "state") == []
     out = feed(m, "SD printing byte 20/100") + m.on_status_round(7)
     out += feed(m, "Stats: Filament used: 100.50m", "Done printing file", "Stats: Filament used: 101.25m")
-    assert values(out, "job_event") == ["end"]  # no second start after the reconnect
+    assert values(out, "job_event") == ["completed"]  # no second start after the reconnect
     assert values(out, "state") == ["running", "idle"]
     assert values(out, "filament_used_mm") == [500.0, 1250.0]
 
