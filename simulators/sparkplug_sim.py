@@ -212,6 +212,13 @@ class EdgeNode:
             self.births_enabled = True
             self._birth_sequence()
 
+    def unknown_alias(self, device: str) -> None:
+        """A DDATA in sequence whose metric carries an alias the DBIRTH never declared."""
+        with self._lock:
+            p = self._payload()
+            p.metrics.add(alias=9999, timestamp=p.timestamp, double_value=1.0)
+            self._publish(device_topic("DDATA", self.group, self.edge_node, device), p)
+
     def publish_raw(self, topic: str, payload: bytes) -> None:
         info = self._client.publish(topic, payload, qos=1)
         info.wait_for_publish(5.0)
