@@ -38,10 +38,10 @@ def check(machines: Sequence[tuple[int, SparkplugMachine]], settings: object) ->
                         f'"{m.broker}" says {first[1] or "(default)"}: write the same host_id on both'))
         where = (m.broker, m.group, m.edge_node, m.device)
         if where in seen:
-            thing = f"device {m.device} of edge node" if m.device else "edge node"
+            path = "/".join(x for x in (m.group, m.edge_node, m.device) if x)
             out.append((("machines", i, "device" if m.device else "edge_node"), m.device or m.edge_node,
-                        f'{thing} {m.group}/{m.edge_node} is already machine "{seen[where]}"; a Sparkplug node or '
-                        "device is one machine (give it more signals instead)"))
+                        f'{path} is already machine "{seen[where]}"; a Sparkplug edge node or device is read as one '
+                        "machine (give it more signals instead)"))
         else:
             seen[where] = m.id
     return out

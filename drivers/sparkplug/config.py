@@ -15,7 +15,7 @@ from gateway.signals import SignalKind, SignalSettings
 
 # Sparkplug 3.0, topics: ids are UTF-8 text without the MQTT separators and wildcards
 _FORBIDDEN = ("/", "+", "#")
-ID_HELP = "a Sparkplug id is text without '/', '+' or '#'"
+ID_HELP = "Sparkplug ids are text without '/', '+' or '#'"
 SPARKPLUG_TYPE_HELP = (
     "Value type: auto (default) takes it from the metric's Sparkplug datatype in the birth certificate: Int8..Int64 "
     "and UInt8..UInt64 -> int, Float and Double -> float, Boolean -> bool, String, Text and UUID -> string, DateTime "
@@ -26,7 +26,7 @@ SPARKPLUG_TYPE_HELP = (
 
 def _sparkplug_id(v: str) -> str:
     if not v or any(c in v for c in _FORBIDDEN):
-        raise ValueError(f"{v!r} is not a Sparkplug id; {ID_HELP}")
+        raise ValueError(f"is not a Sparkplug id; {ID_HELP}")
     return v
 
 
