@@ -25,6 +25,7 @@ import contextlib
 import hmac
 import logging
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
@@ -147,6 +148,7 @@ class EmbeddedBroker:
                                             "gateway_topics": list(r.gateway_topics)},
             },
         })
+        broker._subscriptions = _Subscriptions()  # amqtt 0.12's own walks lose messages: see _Subscriptions
         await broker.start()
         try:
             self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -293,6 +295,23 @@ class _PasswordCheck(BaseAuthPlugin):  # type: ignore[misc]
         users: dict[str, str] = self.context.config.users
         expected = users.get(session.username or "")
         return expected is not None and hmac.compare_digest((session.password or "").encode(), expected.encode())
+
+
+class _Subscriptions(dict[str, Any]):
+    """amqtt's subscriptions (topic filter -> sessions), walked over a copy.
+
+    amqtt 0.12 walks this dictionary across awaits: while it delivers a message (it awaits the topic rules for each
+    matching filter) and while it sends a session's retained messages. A SUBSCRIBE to a new filter, or the last
+    UNSUBSCRIBE of one, in between ended the walk with "dictionary changed size during iteration": the message was
+    delivered to no subscriber after that point (a Sparkplug edge node subscribing to its NCMD topic during the
+    demo's traffic lost other machines' messages). No public API sets this; the attribute is replaced once, before
+    the broker starts (tests/integration/test_embedded_broker_clients.py proves no message is lost)."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
 
 
 class _TopicRules(BaseTopicPlugin):  # type: ignore[misc]

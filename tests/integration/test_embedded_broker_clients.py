@@ -187,3 +187,25 @@ def test_the_gateway_may_take_its_client_id_back(broker: Running) -> None:
     connect(broker, broker.rules.devices).publish(f"lab/{SITE}/pm-01/power/power_w", b"marker")
     wait_until(lambda: gw.got(b"marker"), "the gateway client receiving")
     assert gw.disconnects == 0
+
+
+def test_new_subscriptions_during_traffic_lose_no_message(broker: Running) -> None:
+    """amqtt walks its subscriptions while it delivers a message, yielding to the topic rules on the way: a client
+    subscribing to a new filter meanwhile (a Sparkplug edge node to its NCMD topic, say) used to end that walk with
+    "dictionary changed size during iteration" and the message was delivered to no one."""
+    earlier = connect(broker, broker.rules.devices, "dev-earlier")
+    earlier.subscribe(f"lab/{SITE}/#")  # walked first: the delivery to it yields to the topic rules
+    gw = connect(broker, broker.rules.gateway, DRIVER_ID)
+    gw.subscribe(f"lab/{SITE}/m/+")
+    publisher = connect(broker, broker.rules.devices, "dev-pub")
+    newcomer = connect(broker, broker.rules.devices, "dev-sub")
+    n = 2000
+    infos = []
+    for i in range(n):
+        infos.append(publisher.client.publish(f"lab/{SITE}/m/{i}", b"%d" % i, qos=1))
+        if i % 10 == 0:
+            newcomer.client.subscribe(f"other/{i}/#", qos=1)  # a filter nobody has subscribed to yet
+    for info in infos:
+        info.wait_for_publish(10)
+    wait_until(lambda: len(gw.messages) >= n, "every message at the gateway's subscription", timeout_s=15)
+    assert sorted(int(p) for _t, p, _r in gw.messages) == list(range(n))

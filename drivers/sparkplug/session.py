@@ -1,0 +1,300 @@
+"""The Sparkplug Host Application's view of its edge nodes: births, aliases, sequence numbers, deaths. No I/O.
+
+`HostSession.handle(topic, data, receive_ns)` takes one MQTT message and says what follows from it: readings,
+rebirth requests to send, machines that came online or went offline, and whether the gateway must publish its
+STATE again. What cannot be used is counted through `bad` (the driver's `ctx.bad_input`).
+
+The rules (Sparkplug 3.0, chapters 5 and 6):
+- NBIRTH starts an edge node's session: its seq, its bdSeq, and the names, aliases and datatypes of its metrics;
+  every device birth before it is forgotten (the DBIRTHs follow). DBIRTH does the same for a device.
+- Every message of a node after its NBIRTH carries the next seq (0..255, then 0 again), across the node and all its
+  devices. On a gap the message is still used (its aliases are known) and one rebirth request is sent.
+- DBIRTH, NDATA, DDATA or DDEATH of a node (or DDATA of a device) without a birth in this session: the data is not
+  used (its aliases mean nothing yet) and one rebirth request is sent.
+- A rebirth request is sent once per node until its NBIRTH arrives; only if none came after `rebirth_retry_s` is
+  it sent again (a lost request, or a node that was busy).
+- NDEATH ends the node's session only when its bdSeq is the one of the current NBIRTH (a will message from an older
+  connection arriving late is ignored); the node and all its devices go offline. DDEATH takes one device offline.
+- A STATE message on the gateway's own host id that says `online: false` (its will, delivered by a broker that
+  thinks the gateway is gone, or anyone else's) is answered by publishing STATE online again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from drivers.sparkplug.config import MetricMap, SparkplugMachine
+from drivers.sparkplug.payload import (
+    NATURAL_KIND,
+    MetricValue,
+    Topic,
+    Unsupported,
+    bdseq,
+    decode,
+    metric_value,
+)
+from drivers.sparkplug.sparkplug_b_pb2 import DataType, Payload
+from gateway.reading import Quality, Reading
+from gateway.signals import BadInput, BadValue, Deadband, convert
+
+log = logging.getLogger(__name__)
+
+NodeKey = tuple[str, str]  # (group, edge node)
+DeviceKey = tuple[str, str, str | None]  # (group, edge node, device or None for the node itself)
+REBIRTH_RETRY_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    machine: str
+    signal: str
+    settings: MetricMap
+    deadband: Deadband | None
+
+
+@dataclass(slots=True)
+class _Births:
+    """What one NBIRTH or DBIRTH declared: metric name by alias, datatype by name."""
+
+    names: dict[int, str] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Node:
+    seq: int | None = None  # None: no NBIRTH in this session
+    bdseq: int | None = None
+    births: _Births = field(default_factory=_Births)
+    devices: dict[str, _Births] = field(default_factory=dict)
+    rebirth_at: float | None = None  # when a rebirth was last requested; None once a birth answered it
+
+
+@dataclass(slots=True)
+class Outcome:
+    readings: list[Reading] = field(default_factory=list)
+    rebirths: list[NodeKey] = field(default_factory=list)
+    online: list[str] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)
+    offline_reason: str = ""
+    republish_state: bool = False
+
+
+class HostSession:
+    """Every tracked edge node's Sparkplug session as the host sees it; `reset()` on every new MQTT connection."""
+
+    def __init__(self, machines: Sequence[SparkplugMachine], host_id: str, bad: BadInput, *,
+                 clock: Callable[[], float], rebirth_retry_s: float = REBIRTH_RETRY_S) -> None:
+        self.host_id = host_id
+        self.bad = bad
+        self.clock = clock
+        self.rebirth_retry_s = rebirth_retry_s
+        self.machines: dict[DeviceKey, list[str]] = {}
+        self.plans: dict[DeviceKey, dict[str, list[_Plan]]] = {}
+        for m in machines:
+            key = (m.group, m.edge_node, m.device)
+            self.machines.setdefault(key, []).append(m.id)
+            by_metric = self.plans.setdefault(key, {})
+            for name, s in m.signals.items():
+                deadband = None if s.deadband is None else Deadband(s.deadband, int(m.expected_interval_s * 1e9))
+                by_metric.setdefault(m.metric_of(name), []).append(_Plan(m.id, name, s, deadband))
+        self.node_machines: dict[NodeKey, list[str]] = {}
+        for (g, n, _d), ids in self.machines.items():
+            self.node_machines.setdefault((g, n), []).extend(ids)
+        self.nodes: dict[NodeKey, _Node] = {}
+        self.reset()
+
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(g for g, _n in self.node_machines))
+
+    def reset(self) -> None:
+        """A new MQTT session: nothing is known of any edge node until its next birth."""
+        self.nodes = {key: _Node() for key in self.node_machines}
+
+    def handle(self, topic: str, data: bytes | bytearray, receive_ns: int) -> Outcome:
+        out = Outcome()
+        t = Topic.parse(topic)
+        if t is None:
+            self.bad("bad_topic", None, f"{topic!r} is not spBv1.0/<group>/<verb>/<edge node>[/<device>]")
+            return out
+        if t.verb == "STATE":
+            self._state(t, data, out)
+            return out
+        if t.verb in ("NCMD", "DCMD"):
+            return out  # commands of other host applications (and our own rebirth requests)
+        key = (t.group, t.edge_node)
+        node = self.nodes.get(key)
+        if node is None:
+            return out  # an edge node of a subscribed group that no machine reads
+        machine = self._some_machine(t)
+        payload = decode(data)
+        if payload is None:
+            self.bad("malformed_protobuf", machine, f"{topic}: {len(data)} bytes are not a Sparkplug B payload")
+            return out
+        if t.verb == "NBIRTH":
+            self._nbirth(key, node, payload, topic, receive_ns, out)
+        elif t.verb == "NDEATH":
+            self._ndeath(key, node, payload, topic, out)
+        elif node.seq is None:
+            self.bad("before_birth", machine, f"{topic}: {t.verb} before the edge node's NBIRTH; not used")
+            self._rebirth(key, node, out)
+        else:
+            self._in_session(key, node, t, payload, topic, machine, receive_ns, out)
+        return out
+
+    # --- messages ----------------------------------------------------------------------------------------------
+
+    def _nbirth(self, key: NodeKey, node: _Node, p: Payload, topic: str, receive_ns: int, out: Outcome) -> None:
+        if not p.HasField("seq") or p.seq > 255:
+            self.bad("bad_seq", self._node_machine(key), f"{topic}: NBIRTH without a seq of 0..255; not used")
+            self._rebirth(key, node, out)
+            return
+        bd = bdseq(p)
+        if bd is None:
+            self.bad("missing_bdseq", self._node_machine(key), f"{topic}: NBIRTH without its bdSeq metric; an "
+                     "NDEATH cannot be matched to it")
+        node.seq, node.bdseq, node.rebirth_at = p.seq, bd, None
+        node.births = self._births(p, (*key, None), topic)
+        node.devices = {}
+        out.readings += self._readings((*key, None), node.births, p, topic, receive_ns, node, out)
+        out.online += self.machines.get((*key, None), [])
+
+    def _ndeath(self, key: NodeKey, node: _Node, p: Payload, topic: str, out: Outcome) -> None:
+        bd = bdseq(p)
+        if node.seq is None or bd is None or bd != node.bdseq:
+            log.debug("%s: NDEATH bdSeq=%s does not end the current session (bdSeq=%s); ignored", topic, bd,
+                      node.bdseq)
+            return
+        node.seq, node.devices = None, {}
+        out.offline += self.node_machines[key]
+        out.offline_reason = f"Sparkplug edge node {key[0]}/{key[1]} died (NDEATH, bdSeq {bd})"
+
+    def _in_session(self, key: NodeKey, node: _Node, t: Topic, p: Payload, topic: str, machine: str | None,
+                    receive_ns: int, out: Outcome) -> None:
+        assert node.seq is not None
+        expected = (node.seq + 1) % 256
+        if not p.HasField("seq") or p.seq > 255:
+            self.bad("bad_seq", machine, f"{topic}: {t.verb} without a seq of 0..255; not used")
+            self._rebirth(key, node, out)
+            return
+        if p.seq != expected:
+            self.bad("sequence_gap", machine, f"{topic}: seq {p.seq}, expected {expected}; rebirth requested")
+            self._rebirth(key, node, out)
+        node.seq = p.seq
+        dkey: DeviceKey = (t.group, t.edge_node, t.device)
+        if t.verb == "DBIRTH":
+            assert t.device is not None
+            node.devices[t.device] = births = self._births(p, dkey, topic)
+            out.readings += self._readings(dkey, births, p, topic, receive_ns, node, out)
+            out.online += self.machines.get(dkey, [])
+        elif t.verb == "DDEATH":
+            assert t.device is not None
+            node.devices.pop(t.device, None)
+            out.offline += self.machines.get(dkey, [])
+            out.offline_reason = f"Sparkplug device {t.group}/{t.edge_node}/{t.device} died (DDEATH)"
+        elif t.verb == "NDATA":
+            out.readings += self._readings(dkey, node.births, p, topic, receive_ns, node, out)
+        else:  # DDATA
+            assert t.device is not None
+            device = node.devices.get(t.device)
+            if device is None:
+                self.bad("before_birth", machine, f"{topic}: DDATA before the device's DBIRTH; not used")
+                self._rebirth(key, node, out)
+                return
+            out.readings += self._readings(dkey, device, p, topic, receive_ns, node, out)
+
+    def _state(self, t: Topic, data: bytes | bytearray, out: Outcome) -> None:
+        if t.host_id != self.host_id:
+            return
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            self.bad("malformed_state", None, f"STATE of host {t.host_id}: not JSON")
+            return
+        if not isinstance(doc, dict) or not isinstance(doc.get("online"), bool):
+            self.bad("malformed_state", None, f"STATE of host {t.host_id}: no boolean 'online'")
+            return
+        if doc["online"] is False:
+            out.republish_state = True
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+
+    def _rebirth(self, key: NodeKey, node: _Node, out: Outcome) -> None:
+        now = self.clock()
+        if node.rebirth_at is not None and now - node.rebirth_at < self.rebirth_retry_s:
+            return  # asked already; the NBIRTH is on its way
+        node.rebirth_at = now
+        out.rebirths.append(key)
+
+    def _births(self, p: Payload, dkey: DeviceKey, topic: str) -> _Births:
+        b = _Births()
+        for m in p.metrics:
+            if not m.name:
+                continue  # a birth declares every metric by name
+            b.types[m.name] = m.datatype
+            if m.HasField("alias"):
+                b.names[m.alias] = m.name
+        for metric, plans in self.plans.get(dkey, {}).items():
+            if metric not in b.types:
+                self.bad("unknown_metric", plans[0].machine, f"{topic}: the birth declares no metric {metric!r} "
+                         f"(signal {plans[0].signal}); it stays without values")
+        return b
+
+    def _readings(self, dkey: DeviceKey, births: _Births, p: Payload, topic: str, receive_ns: int, node: _Node,
+                  out: Outcome) -> list[Reading]:
+        plans = self.plans.get(dkey)
+        if not plans:
+            return []
+        payload_ns = p.timestamp * 1_000_000 if p.HasField("timestamp") else receive_ns
+        readings: list[Reading] = []
+        for m in p.metrics:
+            if m.name:
+                name = m.name
+            elif m.HasField("alias") and m.alias in births.names:
+                name = births.names[m.alias]
+            else:
+                machine = self.machines[dkey][0]
+                self.bad("unknown_alias", machine, f"{topic}: alias {m.alias} is not in the birth certificate")
+                self._rebirth((dkey[0], dkey[1]), node, out)
+                continue
+            targets = plans.get(name)
+            if not targets:
+                continue
+            datatype = m.datatype if m.HasField("datatype") else births.types.get(name, DataType.Unknown)
+            ts = m.timestamp * 1_000_000 if m.HasField("timestamp") else payload_ns
+            try:
+                value = metric_value(m, datatype)
+            except Unsupported as err:
+                self.bad("unsupported_type", targets[0].machine, f"{topic}: {name}: {err}")
+                continue
+            except ValueError as err:
+                self.bad("wrong_type", targets[0].machine, f"{topic}: {name}: {err}")
+                continue
+            for plan in targets:
+                r = self._reading(plan, value, ts, receive_ns, topic, name)
+                if r is not None and (plan.deadband is None or plan.deadband.passes(r)):
+                    readings.append(r)
+        return readings
+
+    def _reading(self, plan: _Plan, value: MetricValue, ts: int, receive_ns: int, topic: str,
+                 name: str) -> Reading | None:
+        s = plan.settings
+        if value.raw is None:  # is_null: the edge node says there is no value now
+            return Reading(plan.machine, plan.signal, None, s.unit, Quality.BAD, ts, receive_ns)
+        kind = NATURAL_KIND[value.datatype] if s.type == "auto" else s.type
+        raw = value.ms if value.ms is not None and kind in ("int", "float") else value.raw
+        x = convert(raw, s, kind)
+        if isinstance(x, BadValue):
+            self.bad(x.reason, plan.machine, f"{topic}: {name}={str(raw)[:40]!r}")
+            return None
+        return Reading(plan.machine, plan.signal, x, s.unit, Quality.GOOD, ts, receive_ns)
+
+    def _some_machine(self, t: Topic) -> str | None:
+        ids = self.machines.get((t.group, t.edge_node, t.device))
+        return ids[0] if ids else self._node_machine((t.group, t.edge_node))
+
+    def _node_machine(self, key: NodeKey) -> str | None:
+        ids = self.node_machines.get(key)
+        return ids[0] if ids else None
