@@ -20,8 +20,8 @@ class PrusaLinkMachine(MachineBase):
     auth: Literal["digest", "api_key", "none"] = Field(
         default="digest",
         description="digest: HTTP Digest with username and password (PrusaLink's default on every current "
-        "firmware); api_key: the older X-Api-Key header (firmware before 5.0 on MK4/XL/MINI; PrusaLink 0.6 and "
-        "older); none: send no credentials (only for a test bench without authentication).",
+        "firmware); api_key: the older X-Api-Key header (firmware whose PrusaLink settings show "
+        "an API key); none: send no credentials (only for a test bench without authentication).",
     )
     username: str = Field(default="maker", min_length=1, description="Digest user: maker on Prusa's own firmware "
                           "(it cannot be changed there); the one you chose on PrusaLink for a Raspberry Pi.")

@@ -21,7 +21,7 @@ from gateway.reading import Reading, now_ns
 AUTH_HINT = {
     "digest": "check username (maker on Prusa's firmware) and password: the printer shows them under Settings > "
     "Network > PrusaLink",
-    "api_key": "check api_key against the key the printer shows; firmware 5.0 and later wants auth digest instead",
+    "api_key": "check api_key against the key the printer shows; a printer that shows a password wants auth digest",
     "none": "this PrusaLink asks for credentials: set auth digest with the password the printer shows",
 }
 
