@@ -72,7 +72,7 @@ def test_two_demos_side_by_side_never_see_each_other_and_stop_by_themselves(tmp_
             assert health["event_loop_lag_ms"] < 250, health
             machines = httpx.get(url + "api/v1/machines", headers={"Authorization": f"Bearer {token}"},
                                  timeout=5).json()
-            assert len(machines) == 14
+            assert len(machines) == 15
             offline = [m["id"] for m in machines if m["state"] == "offline"]
             assert offline == [], offline
         assert a.wait(timeout=40) == 0  # --seconds 75: by itself

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -178,3 +179,30 @@ async def test_bad_answers_are_counted_and_reading_goes_on(sim: PrusaLinkSim, fa
         await h.wait_for("good answers again", lambda: len(h.values("printer_state")) > n)
         assert h.ctx.restarts == 0
         assert h.ctx.is_connected
+
+
+async def test_a_printer_that_accepts_but_never_answers_times_out(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with socket.socket() as hung:  # listens, never accepts: the kernel completes the handshake, nobody answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        m = machine(f"http://127.0.0.1:{hung.getsockname()[1]}")
+        async with reading(m) as h:
+            t0 = time.monotonic()
+            ticks = 0
+
+            async def count() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.05)
+                    ticks += 1
+
+            counter = asyncio.create_task(count())
+            await h.wait_for("the timeout", lambda: h.ctx.last_error, timeout_s=5)
+            took = time.monotonic() - t0
+            counter.cancel()
+    assert 1.0 <= took < 3.0  # timeout_s is 1
+    assert ticks >= took / 0.05 * 0.5  # the event loop kept running meanwhile
+    said = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(said) == 1
+    assert "did not answer in time" in said[0]
