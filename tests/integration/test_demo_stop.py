@@ -70,7 +70,9 @@ def test_two_demos_side_by_side_never_see_each_other_and_stop_by_themselves(tmp_
         for url, token in ((url_a, "token-a"), (url_b, "token-b")):
             t0 = time.monotonic()
             health = httpx.get(url + "api/v1/health", timeout=5).json()
-            assert time.monotonic() - t0 < 0.5, "the event loop is held"
+            # a held loop (a spinning driver held it for seconds) shows in the gateway's own lag measurement; the
+            # wall time of the request only catches a loop held outright (two demos and a test worker share 2 cores)
+            assert time.monotonic() - t0 < 2.0, "the event loop is held"
             assert health["event_loop_lag_ms"] < 250, health
             machines = httpx.get(url + "api/v1/machines", headers={"Authorization": f"Bearer {token}"},
                                  timeout=5).json()
