@@ -92,7 +92,7 @@ async def test_print_job_is_followed_from_heat_up_to_completion(
         p.start_job()
         assert p.job is not None
         job_file = p.job.file
-        await gw.wait_for("job end", lambda: "end" in gw.values("job_event"), timeout_s=25)
+        await gw.wait_for("job end", lambda: "completed" in gw.values("job_event"), timeout_s=25)
         await gw.wait_for("final filament", lambda: gw.values("filament_used_mm")[-1:] != [0.0], timeout_s=10)
     assert changes(gw.values("state")) == ["idle", "running", "idle"]
     assert gw.values("job_event") == ["start", "completed"]
