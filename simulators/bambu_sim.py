@@ -218,6 +218,8 @@ class FakePrinter:
         self._ssl.load_cert_chain(str(cert[0]), str(cert[1]))
         self.requests: list[dict[str, Any]] = []  # every request received, decoded
         self.reports = 0  # reports published
+        self.partial_reports = 0  # of which P1-style deltas
+        self.sessions = 0  # TLS connections that completed the handshake (the only way to send a CONNECT)
         self._broker: Broker | None = None
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -225,6 +227,7 @@ class FakePrinter:
         self._seq = 0
         self._full_due = False
         self._answers: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
 
     @property
     def running(self) -> bool:
@@ -268,11 +271,18 @@ class FakePrinter:
         if self._server is not None:
             self._server.close()
             self._server = None
-        if self._broker is not None:
+        if self._broker is not None:  # ends the sessions of the connected clients
             await self._broker.shutdown()
             self._broker = None
+        for task in list(self._connections):  # whatever is left (e.g. a client still to send its CONNECT)
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             if self._broker is not None:
                 await self._broker.external_connected(StreamReaderAdapter(reader), StreamWriterAdapter(writer),
@@ -280,9 +290,12 @@ class FakePrinter:
         except Exception as err:  # one client's trouble ends its connection, not the printer
             log.debug("printer %s: connection ended: %s", self.machine_id, err)
         finally:
+            self._connections.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (Exception, asyncio.CancelledError):  # a peer that never closes its side of TLS
+                writer.transport.abort()
 
     def _on_request(self, topic: str, payload: bytes) -> None:
         if topic != f"device/{self.serial}/request":
@@ -314,6 +327,7 @@ class FakePrinter:
         if not body:
             return
         self._seq += 1
+        self.partial_reports += not full
         msg = {"print": {**body, "command": "push_status", "msg": 0 if full else 1, "sequence_id": str(self._seq)}}
         await self.publish(json.dumps(msg, separators=(",", ":")).encode())
 

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 USER = "bblp"
 STOP_TIMEOUT_S = 2.0
 MAX_REPORT_BYTES = 1024 * 1024  # a full X1 report with four AMS units is about 20 kB
-REFUSED = {4: "bad user name or password", 5: "not authorised"}
+# CONNACK return codes of MQTT 3.1.1 (paho reports them as the MQTT 5 reason codes 134 and 135)
+REFUSED = {134: (4, "bad user name or password"), 135: (5, "not authorised")}
 
 
 def pushall(sequence_id: int) -> bytes:
@@ -96,10 +97,9 @@ class BambuDriver:
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
             if rc.is_failure:
-                code = rc.value
-                why = REFUSED.get(code, str(rc))
+                code, why = REFUSED.get(rc.value, (rc.value, str(rc)))
                 hint = ("; check access_code (the printer's LAN access code, Settings > Network on its screen; it "
-                        "changes when LAN mode is switched off and on)" if code in REFUSED else "")
+                        "changes when LAN mode is switched off and on)" if rc.value in REFUSED else "")
                 loop.call_soon_threadsafe(_settle, connected,
                                           f"{self._where()} refused the connection (CONNACK {code}: {why}){hint}")
                 return

@@ -48,7 +48,8 @@ NUMBERS: tuple[tuple[str, str, str | None, str], ...] = (
 )
 READ_FIELDS = frozenset({f for f, *_ in NUMBERS} | {"mc_remaining_time", "gcode_state", "subtask_name",
                                                      "gcode_file", "print_error", "hms"})
-_SETTINGS = {t: SignalSettings(type=t) for t in ("float", "int", "string")}  # type: ignore[arg-type]
+_SETTINGS: dict[str, SignalSettings] = {"float": SignalSettings(type="float"), "int": SignalSettings(type="int"),
+                                         "string": SignalSettings(type="string")}
 
 
 def hms_code(attr: int, code: int) -> str:
@@ -83,7 +84,7 @@ class PrinterState:
         self.hms: tuple[Hms, ...] = ()
         self._now = 0
 
-    def merge(self, payload: bytes, now_ns: int) -> tuple[list[Reading], list[Bad]]:
+    def merge(self, payload: bytes | bytearray, now_ns: int) -> tuple[list[Reading], list[Bad]]:
         """One report: the readings of the printer's whole state after it, and what could not be used."""
         self._now = now_ns
         try:

@@ -31,8 +31,10 @@ class _PinnedSocket(ssl.SSLSocket):
         der = self.getpeercert(binary_form=True) or b""
         if not hmac.compare_digest(hashlib.sha256(der).digest(), self.pin):
             got = hashlib.sha256(der).hexdigest()
-            raise ssl.SSLCertVerificationError(
+            err = ssl.SSLCertVerificationError(
                 f"certificate fingerprint mismatch: the printer's certificate has SHA-256 {got}, not the pinned one")
+            err.verify_message = err.args[0]
+            raise err
 
 
 class PrinterContext(ssl.SSLContext):

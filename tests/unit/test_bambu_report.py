@@ -69,7 +69,8 @@ def test_a_print_cycle_gives_one_job_with_its_name_and_result() -> None:
     assert (got["progress_pct"], got["remaining_s"], got["layer"], got["total_layers"]) == (42.0, 1020, 12, 140)
     assert "job_event" not in got  # the same job goes on
     out = st.merge(payload({"gcode_state": "PAUSE"}), 4)[0]
-    assert values(out)["state"] == "paused" and "job_event" not in values(out)
+    assert values(out)["state"] == "paused"
+    assert "job_event" not in values(out)
     out = st.merge(payload({"gcode_state": "FINISH", "mc_percent": 100, "mc_remaining_time": 0}), 5)[0]
     assert [(r.signal, r.value) for r in out if r.signal.startswith("job_")] == [
         ("job_event", "finish"), ("job_file", "bracket_v3"), ("job_result", "completed")]
@@ -93,7 +94,8 @@ def test_a_cancelled_print_and_a_failed_one_are_told_apart_by_print_error() -> N
 def test_hms_codes_are_written_as_the_wiki_does_and_a_fatal_one_is_an_error() -> None:
     assert hms_code(0x03000100, 0x00010007) == "HMS_0300_0100_0001_0007"
     assert hms_code(50331904, 65543) == "HMS_0300_0100_0001_0007"  # ha-bambulab's example, in decimal
-    assert print_error_code(50348044) == "0300_400C" and print_error_code(0) == ""
+    assert print_error_code(50348044) == "0300_400C"
+    assert print_error_code(0) == ""
     st = PrinterState("x1c-02")
     st.merge(payload({"gcode_state": "RUNNING", "subtask_name": "mine_sensor_mount"}), 1)
     out = values(st.merge(payload({"hms": [{"attr": 0x07002000, "code": 0x00030001}]}), 2)[0])  # common
@@ -109,16 +111,19 @@ def test_hms_codes_are_written_as_the_wiki_does_and_a_fatal_one_is_an_error() ->
 def test_bad_input_is_reported_and_never_stops_the_good_values() -> None:
     st = PrinterState("x1c-01")
     readings, bad = st.merge(b'{"print": {"nozzle_temper": 2', 1)
-    assert readings == [] and [b.reason for b in bad] == ["malformed_json"]
+    assert readings == []
+    assert [b.reason for b in bad] == ["malformed_json"]
     assert [b.reason for b in st.merge(b"\xff\xfe", 1)[1]] == ["malformed_json"]
     assert [b.reason for b in st.merge(b"[1, 2]", 1)[1]] == ["unexpected_shape"]
     assert [b.reason for b in st.merge(b'{"print": "IDLE"}', 1)[1]] == ["unexpected_shape"]
     assert st.merge(b'{"info": {"command": "get_version", "module": []}}', 1) == ([], [])  # not a status report
     readings, bad = st.merge(payload({"nozzle_temper": "hot", "bed_temper": 60.0, "gcode_state": "IDLE"}), 2)
     assert [(b.reason, b.detail) for b in bad] == [("not_a_number", "nozzle_temper: 'hot'")]
-    assert values(readings)["bed_temp"] == 60.0 and "nozzle_temp" not in values(readings)
+    assert values(readings)["bed_temp"] == 60.0
+    assert "nozzle_temp" not in values(readings)
     assert st.merge(payload({"bed_temper": 61.0}), 3)[1] == []  # counted once, not with every later delta
     readings, bad = st.merge(payload({"hms": [{"attr": "x"}, {"attr": 1, "code": 2}], "gcode_state": "WARP"}), 4)
     assert [b.reason for b in bad] == ["unexpected_shape", "unknown_state"]
-    assert values(readings)["hms_count"] == 1 and "state" not in values(readings)
+    assert values(readings)["hms_count"] == 1
+    assert "state" not in values(readings)
     assert [b.reason for b in st.merge(payload({"hms": {"attr": 1}}), 5)[1]] == ["unexpected_shape"]
