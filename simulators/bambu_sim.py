@@ -457,10 +457,18 @@ class BambuSimulator:
                            series={m.id: _series(m.serial) for m in mine},
                            interval_s=min((m.expected_interval_s for m in mine), default=1.0))
         self.faults = [f for f in env.faults if f.get("machine") in self.machines]
+        self.free_ports = env.free_ports
         self._planned: list[str] = []
 
     def start(self) -> None:
         self.lab.start()
+        if not self.free_ports:  # `kartech simulate`: a gateway started on its own finds the lab's CA where the
+            # site file says (the demo instead points its gateway at it, see `reachable`)
+            for m in self.machines.values():
+                if m.tls.ca_file is not None:
+                    target = Path(m.tls.ca_file).expanduser()
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(self.lab.pki.ca_file, target)
         for f in self.faults:
             self.lab.inject_fault(str(f["machine"]), str(f.get("fault", "thermal_runaway")),
                                   float(f.get("after_s", 0)))

@@ -151,8 +151,9 @@ class PrinterState:
             state = "error"
         out.append(self._r("error", "; ".join(faults)))
         out += self._job(gcode_state, name, error_n)
-        out.append(self._r("state", state))
-        return out
+        # the state first: the state engine sees the batch reading by reading, and values without it would say
+        # "idle (default)" for a moment after every connect
+        return [self._r("state", state), *out]
 
     def _job_name(self, bad: list[Bad]) -> str | None:
         for field in ("subtask_name", "gcode_file"):
