@@ -184,10 +184,12 @@ class _AccessCode(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped her
     @dataclass
     class Config:
         access_code: str = ""
+        on_connect: Any = None  # called with every CONNECT's user name
 
     async def authenticate(self, *, session: Session) -> bool | None:
-        code: str = self.context.config.access_code
-        return session.username == USER and (session.password or "") == code
+        cfg: Any = self.context.config
+        cfg.on_connect(session.username)
+        return bool(session.username == USER and (session.password or "") == cfg.access_code)
 
 
 class _Requests(BasePlugin):  # type: ignore[misc]
@@ -219,7 +221,8 @@ class FakePrinter:
         self.requests: list[dict[str, Any]] = []  # every request received, decoded
         self.reports = 0  # reports published
         self.partial_reports = 0  # of which P1-style deltas
-        self.sessions = 0  # TLS connections that completed the handshake (the only way to send a CONNECT)
+        self.sessions = 0  # TLS connections that completed the handshake
+        self.connects: list[str | None] = []  # the user name of every CONNECT received (its password was in it)
         self._broker: Broker | None = None
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -247,7 +250,7 @@ class FakePrinter:
             "listeners": {LISTENER: {"type": "external", "bind": f"{self.host}:{self.port}"}},
             "sys_interval": 0,
             "plugins": {
-                f"{__name__}._AccessCode": {"access_code": self.access_code},
+                f"{__name__}._AccessCode": {"access_code": self.access_code, "on_connect": self.connects.append},
                 f"{__name__}._Requests": {"on_request": self._on_request},
             },
         })
@@ -359,7 +362,11 @@ class BambuLab:
         self._thread = threading.Thread(target=loop.run_forever, name="bambu-sim", daemon=True)
         self._thread.start()
         for p in self.printers.values():
-            self._call(p.start())
+            try:
+                self._call(p.start())
+            except OSError as err:
+                log.error("Bambu printer simulator for %s cannot listen on %s:%d (%s); free the port or change the "
+                          "machine's port in the site file", p.machine_id, p.host, p.port, err)
 
     def stop(self) -> None:
         if self._loop is not None:

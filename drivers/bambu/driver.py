@@ -49,7 +49,7 @@ def pushall(sequence_id: int) -> bytes:
 class BambuDriver:
     # a printer that was switched off is read again within seconds of coming back; a refused access code is
     # retried at the same pace, logged once by the supervisor
-    retry = Retry(initial_s=1.0, cap_s=4.0, immediate_first=True)
+    retry = Retry(initial_s=1.0, cap_s=3.0, immediate_first=True)
 
     def __init__(self, machine: BambuMachine, site_id: str, *, host: str | None = None,
                  port: int | None = None) -> None:

@@ -123,6 +123,7 @@ async def test_a_certificate_from_another_ca_is_refused_before_the_access_code_i
         f"'{other.ca_file}' and the serial {SERIAL} as its name: ")
     assert str(err.value).endswith("; the access code was not sent")
     assert lab.printer("p1s-01").sessions == 0  # no TLS session: no CONNECT could have carried the code
+    assert lab.printer("p1s-01").connects == []
 
 
 async def test_a_certificate_naming_another_serial_is_refused(lab: BambuLab) -> None:
@@ -140,10 +141,11 @@ async def test_a_pinned_fingerprint_admits_only_that_certificate(lab: BambuLab) 
                        r"fingerprint mismatch: the printer's certificate has SHA-256 [0-9a-f]{64}, not the pinned "
                        "one; the access code was not sent"):
         await BambuDriver(m, "test").run(DriverHarness(BambuDriver(m, "test"), []).ctx)
-    assert lab.printer("p1s-01").sessions == 0
+    assert lab.printer("p1s-01").connects == []  # the handshake ended, the code was never sent
     right = machine(lab, tls=PrinterTls(fingerprint_sha256=lab.pki.fingerprint(SERIAL)))
     async with reading(right) as h:
         await h.wait_for("a report over the pinned connection", lambda: last(h, "nozzle_temp") is not None, 10)
+    assert lab.printer("p1s-01").connects == ["bblp"]
 
 
 async def test_a_wrong_access_code_is_one_clear_error_naming_the_printer_retried_with_backoff(
@@ -161,6 +163,8 @@ async def test_a_wrong_access_code_is_one_clear_error_naming_the_printer_retried
     logged = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert logged == [f"bambu:p1s-01 unavailable: {h.ctx.last_error}; retrying with backoff"]
     assert lab.printer("p1s-01").requests == []
+    assert set(lab.printer("p1s-01").connects) == {"bblp"}
+    assert len(lab.printer("p1s-01").connects) >= 3
 
 
 async def test_a_printer_switched_off_and_on_gives_fresh_values_within_5_s_of_its_return(lab: BambuLab) -> None:
