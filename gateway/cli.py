@@ -26,6 +26,8 @@ log = logging.getLogger("kartech")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+# environment variables config/demo.yaml takes its simulated printers' credentials from; `kartech demo` draws them
+DEMO_SECRETS = ("KARTECH_DEMO_BAMBU_ACCESS_CODE", "KARTECH_DEMO_PRUSALINK_PASSWORD", "KARTECH_DEMO_OCTOPRINT_KEY")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -94,6 +96,9 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
             data_dir = cleanup = Path(tempfile.mkdtemp(prefix="kartech-demo-"))
         # the virtual serial ports (pseudo-terminal links) of this demo live in its own directory
         os.environ.setdefault("KARTECH_DEMO_RUN_DIR", str(data_dir / "serial"))
+        # the simulated network printers' credentials (config/demo.yaml names them as ${...}): drawn at every start
+        for name in DEMO_SECRETS:
+            os.environ.setdefault(name, secrets.token_hex(8))
     cfg = load(cfg_path, specs)
     stop = asyncio.Event()
     stopper.install(stop, getattr(args, "seconds", None))

@@ -28,7 +28,7 @@ from gateway.redact import secret_param
 
 Loc = tuple[str | int, ...]
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SECRET_KEYS = ("password", "token", "secret", "private_key_password", "api_key")
+SECRET_KEYS = ("password", "token", "secret", "private_key_password", "api_key", "access_code")
 # HTTP headers that carry a credential (webhooks' `headers:`)
 SECRET_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-auth-token", "cookie",
                   "x-access-token")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import DEMO_SECRETS, main
 from gateway.config.loader import check_text, load
 from gateway.config.schema import schema_text
 from gateway.errors import ConfigError
@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = discover()
 ENV = {"INFLUX_TOKEN": "t" * 20, "MQTT_PASSWORD": "p", "KARTECH_SCREEN_TOKEN": "s" * 20,
        "KARTECH_TECH_TOKEN": "k" * 20, "KARTECH_ADMIN_TOKEN": "a" * 20,
-       "TELEGRAM_BOT_TOKEN": "1:x", "SMTP_PASSWORD": "p", "WEBHOOK_TOKEN": "w"}
+       "TELEGRAM_BOT_TOKEN": "1:x", "SMTP_PASSWORD": "p", "WEBHOOK_TOKEN": "w",
+       **dict.fromkeys(DEMO_SECRETS, "0123456789abcdef")}
 
 BASE = """\
 site:
