@@ -25,6 +25,7 @@ import json
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -43,6 +44,8 @@ from gateway.store import Store
 List = Literal["partners", "projects", "users", "rates"]
 LISTS: tuple[List, ...] = ("partners", "projects", "users", "rates")
 WHAT: dict[List, str] = {"partners": "partner", "projects": "project", "users": "user", "rates": "rate card"}
+PATCH_ROUTES: dict[List, str] = {"partners": "/api/v1/partners/", "users": "/api/v1/billing/users/",
+                                 "rates": "/api/v1/rates/"}
 ALWAYS = 0  # valid_from of added partners, projects and users
 
 SCHEMA = ("""CREATE TABLE IF NOT EXISTS billing_changes (
@@ -173,8 +176,8 @@ class Catalog:
             valid = ALWAYS
         item_id = str(fields.get("id", ""))
         if any(x["id"] == item_id for x in self._data_at(max(valid, now_ns))[list_]):
-            where = f"/api/v1/rates/{item_id}" if list_ == "rates" else f"its PATCH route ({item_id})"
-            raise Exists(f'{WHAT[list_]} "{item_id}" exists already; change it with PATCH {where}')
+            how = f"; change it with PATCH {PATCH_ROUTES[list_]}{item_id}" if list_ in PATCH_ROUTES else ""
+            raise Exists(f'{WHAT[list_]} "{item_id}" exists already{how}')
         return self._record(list_, item_id, "add", valid, fields, by=by, now_ns=now_ns)
 
     def patch(self, list_: List, ref: str, fields: Mapping[str, Any], *, by: str, now_ns: int,
@@ -235,6 +238,9 @@ class Catalog:
             problems = []
             for e in err.errors(include_url=False):
                 loc = ("billing", *e["loc"])
+                if e["type"].startswith(("greater_than", "less_than")) and isinstance(e.get("input"), str):
+                    # money is kept as exact decimal text: the number as the site file would show it
+                    e = {**e, "input": _number(e["input"])}
                 problems.append(f"{_key(loc)}: {_message(e, loc, SiteConfig, {}, wrapped)}")
             raise Refused(problems) from None
         refs = billing_checks(self.cfg.model_copy(update={"billing": section}))
@@ -307,3 +313,13 @@ def _apply(data: dict[str, Any], ch: Change) -> None:
             return
     raise Refused([f"billing.{ch.list}: no {WHAT[ch.list]} \"{ch.item}\" at the time change {ch.id} takes "
                    "effect (valid_from is earlier than the item's own start)"])
+
+
+def _number(text: str) -> object:
+    try:
+        d = Decimal(text)
+    except ArithmeticError:
+        return text
+    if not d.is_finite():
+        return text
+    return int(d) if d == d.to_integral_value() else float(d)
