@@ -54,9 +54,11 @@ router = APIRouter(tags=["billing admin"], dependencies=[Depends(current_princip
 Ctx = Annotated[ApiContext, Depends(context_of)]
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 ItemId = Annotated[str, Path(min_length=1, max_length=200, description="the item's id")]
-_CREATED: dict[int | str, dict[str, Any]] = {409: _error("an item with this id exists already")}
+_BODY: dict[int | str, dict[str, Any]] = {400: _error("the body is not UTF-8 text"),
+                                          413: _error("request body too large (api.max_body_bytes)")}
+_CREATED: dict[int | str, dict[str, Any]] = {409: _error("an item with this id exists already"), **_BODY}
 _RATE: dict[int | str, dict[str, Any]] = {409: _error("valid_from is inside or before a closed month, or a card "
-                                                      "with this id exists already")}
+                                                      "with this id exists already"), **_BODY}
 
 
 def _change(ops: Services, do: Any) -> Change:
@@ -141,7 +143,7 @@ def add_partner(body: PartnerIn, ctx: Ctx, who: Admin) -> PartnerOut:
     return _partner_out(_section(ops), ch.after)
 
 
-@router.patch("/api/v1/partners/{partner_id}", response_model=PartnerOut, responses=_CREATED)
+@router.patch("/api/v1/partners/{partner_id}", response_model=PartnerOut, responses=_BODY)
 def patch_partner(partner_id: ItemId, body: PartnerPatch, ctx: Ctx, who: Admin) -> PartnerOut:
     """Change a partner's name, tier or contract discount, from now on (audited). A month's statement uses the
     partner as it was at the month's end, so closed months keep their statements."""
@@ -217,7 +219,7 @@ def add_user(body: UserIn, ctx: Ctx, who: Admin) -> UserOut:
     return UserOut(**ch.after)
 
 
-@router.patch("/api/v1/billing/users/{user_id}", response_model=UserOut)
+@router.patch("/api/v1/billing/users/{user_id}", response_model=UserOut, responses=_BODY)
 def patch_user(user_id: ItemId, body: UserPatch, ctx: Ctx, who: Admin) -> UserOut:
     """Change a user's name, default project or badges, from now on (audited)."""
     ops = services_of(ctx)
