@@ -133,8 +133,7 @@ class Catalog:
         """The billing section in effect at `ts_ns` (None: the site file has no billing section)."""
         if not self._timeline:
             return None
-        i = bisect.bisect_right([p[0] for p in self._timeline], ts_ns) - 1
-        return self._timeline[max(i, 0)][1]
+        return _point(self._timeline, ts_ns)[1]
 
     def since(self, ts_ns: int) -> dict[str, int]:
         """Rate card id -> since when (UTC ns) the version of the card in effect at `ts_ns` applies; cards
