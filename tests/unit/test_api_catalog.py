@@ -104,6 +104,9 @@ def test_partners_projects_and_users_are_added_and_patched(client: TestClient) -
     [entry] = call(client, "GET", "/api/v1/usage?unattributed=true")[1]["entries"]
     code, out = call(client, "POST", f"/api/v1/usage/{entry['id']}/assign", {"partner": "qarmet", "project": "slag"})
     assert (code, out["replacement"]["partner"]) == (200, "qarmet")
+    # and checks the new user in to a machine: check-ins read the users in effect
+    code, out = call(client, "POST", "/api/v1/machines/fdm-01/checkin", {"user": "dana"})
+    assert (code, out["partner"], out["project"]) == (201, "qarmet", None), out
     # the audit
     changes = call(client, "GET", "/api/v1/billing/changes")[1]
     assert [(c["list"], c["item"], c["op"], c["by"], c["valid_from"]) for c in changes] == [
