@@ -24,8 +24,10 @@ from gateway.alerts.book import AlertBook
 from gateway.alerts.defaults import effective_rules
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import compile_rules
+from gateway.billing.catalog import Catalog
 from gateway.billing.export import UsageExporter
 from gateway.billing.service import UsageLedger
+from gateway.config.billing import BillingSection
 from gateway.config.references import cross_checks
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError
@@ -76,8 +78,9 @@ class Services:
                 "SELECT name, value FROM counters WHERE machine = ?", (mid,))}
             track.usage.restore(saved)
         stage.restore_maintenance(self.store.get_json("maintenance_mode") or [])
-        self.usage = UsageLedger(self.store, cfg.billing, [m.id for m in metas], self.clock, emit=bus.emit,
-                                 energy=self._energy)
+        self.catalog = Catalog(self.store, cfg)
+        self.usage = UsageLedger(self.store, self.catalog.at(self.clock()), [m.id for m in metas], self.clock,
+                                 emit=bus.emit, energy=self._energy)
         self.notifier = Notifier(
             self.store,
             senders if senders is not None else build_senders(list(cfg.notifications.channels), cfg.mqtt.brokers,
@@ -171,6 +174,13 @@ class Services:
             self.topics.on_event(event)
 
     # --- queries for the API --------------------------------------------------------------------------------
+    def billing(self) -> BillingSection | None:
+        """The billing section in effect now: the site file's with the changes admins made through the API
+        (billing/catalog.py). The usage ledger checks assignments against it."""
+        b = self.catalog.at(self.clock())
+        self.usage.billing = b
+        return b
+
     def events(self, *, machine: str | None, type_: str | None, start_ns: int, end_ns: int,
                limit: int) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM events WHERE ts_ns >= ? AND ts_ns < ?", list[Any]([start_ns, end_ns])

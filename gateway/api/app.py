@@ -28,6 +28,7 @@ from starlette.types import ASGIApp
 
 from gateway.api.auth import bearer_token, context_of, current_principal, find_principal
 from gateway.api.billing import router as billing_router
+from gateway.api.catalog import router as catalog_router
 from gateway.api.checkins import router as checkins_router
 from gateway.api.context import ApiContext
 from gateway.api.guard import Guard
@@ -347,6 +348,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(operations_router)
     app.include_router(billing_router)
     app.include_router(checkins_router)
+    app.include_router(catalog_router)
     app.mount("/static/docs", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,5 +1,5 @@
-"""HTTP API of usage billing: ledger entries, monthly statements (CSV, HTML, PDF), partners, assigning
-unattributed usage, and closing months.
+"""HTTP API of usage billing: ledger entries, monthly statements (CSV, HTML, PDF), assigning unattributed usage,
+and closing months (partners, projects, users and rate cards: gateway/api/catalog.py).
 
 Admins read everything. A token of role `partner` reads its own partner's usage and statements — the partner is
 always the one of the credential: asking for another partner's is 403. Other roles get 403 (money is not their
@@ -22,6 +22,7 @@ from gateway.api.operations import ErrorOut, services_of
 from gateway.billing.documents import MEDIA_TYPES, render, statement_of
 from gateway.billing.ledger import LedgerEntry
 from gateway.billing.periods import NS, month_span
+from gateway.billing.persist import CloseRefused
 from gateway.billing.service import AlreadyAttributed, NotAssignable, UnknownEntry
 from gateway.billing.view import StatementError
 from gateway.config.billing import BillingSection
@@ -52,7 +53,7 @@ _PARTNER: Responses = {404: _error("no such partner, or no billing section in th
 
 
 def _billing(ctx: ApiContext) -> BillingSection:
-    b = services_of(ctx).cfg.billing
+    b = services_of(ctx).billing()
     if b is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "billing is not configured on this gateway (no billing "
                             "section in the site file)")
@@ -149,22 +150,13 @@ def statement(
     b = _billing(ctx)
     _known(b, partner)
     try:
-        st = statement_of(ops.cfg, ops.usage.ledger, partner, month)
+        st = statement_of(ops.cfg, ops.usage.ledger, partner, month, billing_at=ops.catalog.at)
         doc = render(st, format, lang, site_name=ops.cfg.site.name,
                      machine_names={m.id: m.name for m in ops.cfg.machines})
     except StatementError as err:  # the font of PDF statements is not installed
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(err)) from err
     return Response(doc.content, media_type=doc.media_type,
                     headers={"Content-Disposition": f'inline; filename="{doc.filename}"'})
-
-
-@router.get("/api/v1/partners", responses={404: _error("no billing section in the site file")})
-def partners(ctx: Ctx, who: Admin) -> list[dict[str, Any]]:
-    """Partners with their tier, contract discount and projects (from the site file)."""
-    b = _billing(ctx)
-    return [{"id": p.id, "name": p.name, "tier": p.tier, "discount_pct": str(p.discount_pct),
-             "projects": [{"id": x.id, "name": x.name} for x in b.projects if x.partner == p.id]}
-            for p in b.partners]
 
 
 class AssignIn(BaseModel):
@@ -191,6 +183,7 @@ def assign(
     """Bill unattributed usage to a partner (and project). Audited: the ledger gets a reversal of the entry and
     a replacement with the partner, both naming who did it and when; nothing is edited."""
     ops = services_of(ctx)
+    ops.billing()  # the partners and projects in effect now
     key = ops.usage.ledger.key_of(entry_id)
     if key is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ledger entry {entry_id}; GET /api/v1/usage?"
@@ -235,12 +228,8 @@ def close_month(month: Month, ctx: Ctx, who: Admin) -> MonthOut:
     _billing(ctx)
     ops = services_of(ctx)
     now = ops.usage.clock()
-    _, end_ns = month_span(month, zoneinfo.ZoneInfo(ops.cfg.site.timezone))
-    if now < end_ns:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"{month} is not over yet in {ops.cfg.site.timezone} (it ends "
-                            f"{iso(end_ns)}); a month is closed after its end")
-    ledger = ops.usage.ledger
-    if not ledger.close_month(month, closed_ns=now, by=who.name):
-        done = next(m for m in ledger.closed_months() if m[0] == month)
-        raise HTTPException(status.HTTP_409_CONFLICT, f"{month} was closed already, at {iso(done[1])} by {done[2]}")
+    try:
+        ops.usage.ledger.close_over_month(month, now_ns=now, timezone=ops.cfg.site.timezone, by=who.name)
+    except CloseRefused as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
     return _month_out(month, now, who.name)

@@ -64,7 +64,7 @@ def _may_change(ctx: ApiContext, who: Principal, body: CheckInIn | None, current
         return
     if who.role != "partner" or who.partner is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"role '{who.role}' may not check in or out")
-    b = services_of(ctx).cfg.billing
+    b = services_of(ctx).billing()
     if body is not None:
         owner = next((u.partner for u in b.users if u.id == body.user), None) if b and body.user else None
         if owner != who.partner:

@@ -8,9 +8,13 @@ Nothing here updates or deletes an entry; corrections are new entries (see ledge
 from __future__ import annotations
 
 import json
+import zoneinfo
 from collections.abc import Iterable
 
 from gateway.billing.ledger import LedgerEntry
+from gateway.billing.periods import month_span
+from gateway.errors import KartechError
+from gateway.state.model import iso
 from gateway.store import Store
 
 SCHEMA = (
@@ -36,6 +40,10 @@ SCHEMA = (
     closed_by TEXT NOT NULL
 )""",
 )
+
+
+class CloseRefused(KartechError):
+    """A month that cannot be closed (not over yet, or closed already); the message says why."""
 
 
 class LedgerStore:
@@ -131,3 +139,14 @@ class LedgerStore:
         """(month, when it was closed, by whom), oldest month first."""
         return [(r["month"], r["closed_ns"], r["closed_by"]) for r in self.store.query(
             "SELECT month, closed_ns, closed_by FROM billing_months ORDER BY month")]
+
+    def close_over_month(self, month: str, *, now_ns: int, timezone: str, by: str) -> None:
+        """Close `month` (YYYY-MM) once it is over in the site's time zone — the one rule of the API and the CLI;
+        `CloseRefused` when it is not over yet or was closed already."""
+        _, end_ns = month_span(month, zoneinfo.ZoneInfo(timezone))
+        if now_ns < end_ns:
+            raise CloseRefused(f"{month} is not over yet in {timezone} (it ends {iso(end_ns)}); a month is closed "
+                               "after its end")
+        if not self.close_month(month, closed_ns=now_ns, by=by):
+            done = next(m for m in self.closed_months() if m[0] == month)
+            raise CloseRefused(f"{month} was closed already, at {iso(done[1])} by {done[2]}")

@@ -15,8 +15,9 @@ Pricing of one ledger entry (a session of a job), in the order a partner can che
    subtotal, VAT on the net (added) or contained in it (included), and the total (money.py rules 2 and 3).
 
 An entry whose month was closed before it was recorded is billed in the next open month (periods.billed_month);
-its line keeps its own dates and says so in the note. Reversals (sign -1) appear as negative lines. Lines are
-ordered by start, machine, when the entry was recorded, reversals before replacements.
+its line keeps its own dates and says so in the note. When rate cards change over time, each entry is priced with
+the cards in effect at its start (`billing_at`), whatever month its parts fall in. Reversals (sign -1) appear as
+negative lines. Lines are ordered by start, machine, when the entry was recorded, reversals before replacements.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -199,10 +200,13 @@ def price_entry(entry: LedgerEntry, *, billing: BillingSection, kind: str, tier:
 
 def build_statement(entries: Iterable[LedgerEntry], *, billing: BillingSection, partner: str, month: str,
                     kinds: Mapping[str, str], timezone: str, currency: str,
-                    closed: Mapping[str, int] | None = None) -> Statement:
+                    closed: Mapping[str, int] | None = None,
+                    billing_at: Callable[[int], BillingSection] | None = None) -> Statement:
     """The statement of `partner` for `month` (YYYY-MM) from ledger entries (any entries: those of other
     partners and other months are left out). `kinds` maps machine ids to their kinds (for kind rate cards);
-    `closed` maps closed months to when they were closed (UTC ns)."""
+    `closed` maps closed months to when they were closed (UTC ns). `billing` gives the partner, its tier and
+    discount, and VAT; each entry is priced with the rate cards and materials of `billing_at(entry start)` when
+    rate cards change over time (billing/catalog.py), else with `billing`'s."""
     parse_month(month)
     try:
         p = billing.partner(partner)
@@ -213,8 +217,9 @@ def build_statement(entries: Iterable[LedgerEntry], *, billing: BillingSection, 
     for e in entries:
         if e.partner != partner:
             continue
-        priced = price_entry(e, billing=billing, kind=kinds.get(e.machine, ""), tier=p.tier, timezone=timezone,
-                             currency=currency, closed=closed)
+        priced = price_entry(e, billing=billing_at(e.start_ns) if billing_at else billing,
+                             kind=kinds.get(e.machine, ""), tier=p.tier, timezone=timezone, currency=currency,
+                             closed=closed)
         lines += [((ln.start_ns, ln.machine, e.recorded_ns, e.sign, e.key, ln.part), ln) for ln in priced
                   if ln.month == month]
     ordered = [ln for _, ln in sorted(lines, key=lambda x: x[0])]

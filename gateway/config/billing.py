@@ -113,6 +113,10 @@ class RateCard(Strict):
     """Prices of machine time for some machines or machine kinds. A card naming a machine wins over one naming
     its kind; among equals the first card wins."""
 
+    id: str | None = Field(default=None, pattern=SLUG, description="Stable id of the card, named by the API "
+                           "(PATCH /api/v1/rates/{id}) and its audit records; default rate-N, N the card's "
+                           "position under billing.rates counting from 1. Give one before reordering the cards "
+                           "once the API has changed them.")
     machines: list[str] = Field(default_factory=list, description="Machine ids the card prices.")
     kinds: list[str] = Field(default_factory=list, description="Machine kinds the card prices.")
     per_running_hour: Decimal = Field(ge=0, description="Price per hour in the running state during a job.")
@@ -135,6 +139,11 @@ class RateCard(Strict):
         if not self.machines and not self.kinds:
             raise ValueError("needs machines or kinds it applies to")
         return self
+
+
+def rate_id(index: int, card: RateCard) -> str:
+    """The card's id: its own, else rate-N from its position (index 0 is rate-1)."""
+    return card.id or f"rate-{index + 1}"
 
 
 class BillingSection(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.config.billing import rate_id
 from gateway.config.operations import Loc, MqttChannel
 from gateway.config.site import SiteConfig
 
@@ -91,6 +92,7 @@ def billing_checks(cfg: SiteConfig) -> list[tuple[Loc, object, str]]:
     out += _unique(("billing", "projects"), [p.id for p in b.projects], "project")
     out += _unique(("billing", "users"), [u.id for u in b.users], "user")
     out += _unique(("billing", "materials"), materials, "material")
+    out += _unique(("billing", "rates"), [rate_id(i, c) for i, c in enumerate(b.rates)], "rate card")
 
     def project_of(loc: Loc, partner: str, project: str | None) -> None:
         if project is None:

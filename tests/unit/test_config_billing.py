@@ -93,3 +93,24 @@ billing:
         "filament in metres), e.g. grams_per_metre: 2.98",
         "site.yaml:21 — billing\n  rates[0]: needs machines or kinds it applies to",
     ]
+
+
+def test_rate_cards_have_ids_of_their_own_or_from_their_position_and_unique() -> None:
+    from gateway.config.billing import rate_id
+
+    b = config().billing
+    assert b is not None
+    assert [rate_id(i, c) for i, c in enumerate(b.rates)] == ["rate-1", "rate-2"]
+    named = BILLING.replace("    - kinds: [printer]\n", "    - kinds: [printer]\n      id: printers\n")
+    b = config(named).billing
+    assert b is not None
+    assert [rate_id(i, c) for i, c in enumerate(b.rates)] == ["printers", "rate-2"]
+    clash = BILLING.replace("    - kinds: [printer]\n", "    - kinds: [printer]\n      id: rate-2\n")
+    line = (HEAD + clash).splitlines().index("    - machines: [cnc-01]") + 1
+    assert problems(clash) == [f'site.yaml:{line} — billing\n  rates[1].id: "rate-2" is already used by rates[0]; '
+                               "rate card ids must be unique"]
+    upper = BILLING.replace("    - kinds: [printer]\n", "    - kinds: [printer]\n      id: Printers\n")
+    line = (HEAD + upper).splitlines().index("      id: Printers") + 1
+    assert problems(upper) == [
+        f"site.yaml:{line} — billing\n  rates[0].id: \"Printers\" is not valid here; use lower-case letters, "
+        "digits, '-' and '_' (e.g. fdm-03)"]
