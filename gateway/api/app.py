@@ -235,7 +235,11 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(code=WS_CLOSE_UNAUTHORIZED,
                               reason="a token in the URL is refused; send it as the first message")
         return
-    principal = None if foreign_origin(websocket) else identify(ctx, accounts_of(websocket), websocket)
+    if foreign_origin(websocket):  # a page of another site, riding on the browser's session cookie
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="a page of another origin is refused")
+        return
+    principal = identify(ctx, accounts_of(websocket), websocket)
     if principal is None and websocket.headers.get("authorization") is None:
         presented = await _token_from_first_message(websocket)
         principal = token_principal(ctx, accounts_of(websocket), presented, client_address(websocket))
