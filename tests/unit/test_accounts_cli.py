@@ -92,4 +92,5 @@ def test_a_token_for_an_existing_user(site: Path, monkeypatch: pytest.MonkeyPatc
     assert users(site, "token", "wall", "--label", "signage", "--days", "30", monkeypatch=monkeypatch) == 0
     token = capsys.readouterr().out.strip()
     account = stored(site).by_token(token)
-    assert account is not None and account.role == "kiosk"
+    assert account is not None
+    assert account.role == "kiosk"

@@ -61,7 +61,8 @@ def test_users_tokens_and_sessions_survive_a_restart(accounts: Accounts, tmp_pat
     assert [u.name for u in again.users()] == ["timur"]
     assert again.by_token(token.secret) == account
     active = again.by_session(session.secret)
-    assert active is not None and active.csrf == session.csrf
+    assert active is not None
+    assert active.csrf == session.csrf
     assert again.check_login("timur", PASSWORD) == account
 
 
@@ -83,7 +84,7 @@ def test_names_roles_and_partners_are_checked(accounts: Accounts) -> None:
 
 def test_revoking_a_user_stops_its_tokens_and_sessions_and_keeps_the_name(accounts: Accounts) -> None:
     token = accounts.issue_token("timur", by="test")
-    session = accounts.open_session(accounts.check_login("timur", PASSWORD))  # type: ignore[arg-type]
+    session = accounts.open_session(accounts.check_login("timur", PASSWORD))
     assert accounts.revoke_user("timur", by="admin") is True
     assert accounts.by_token(token.secret) is None
     assert accounts.by_session(session.secret) is None
@@ -99,7 +100,7 @@ def test_revoking_a_user_stops_its_tokens_and_sessions_and_keeps_the_name(accoun
 
 def test_a_new_password_ends_the_sessions_but_not_the_tokens(accounts: Accounts) -> None:
     token = accounts.issue_token("timur", by="test")
-    session = accounts.open_session(accounts.check_login("timur", PASSWORD))  # type: ignore[arg-type]
+    session = accounts.open_session(accounts.check_login("timur", PASSWORD))
     with pytest.raises(AccountError, match="at least 10 characters"):
         accounts.set_password("timur", "short", by="test")
     accounts.set_password("timur", "another long password", by="test")
@@ -115,10 +116,11 @@ def test_a_password_hashed_with_weaker_parameters_is_rehashed_at_login(tmp_path:
     weak.store.close()
     stronger = open_accounts(tmp_path, clock, Passwords(PasswordHasher(time_cost=2, memory_cost=2048,
                                                                        parallelism=1)))
-    before = stronger.store.one("SELECT password FROM users")["password"]  # type: ignore[index]
+    before = stronger.store.one("SELECT password FROM users")["password"]
     assert stronger.check_login("old", PASSWORD) is not None
-    after = stronger.store.one("SELECT password FROM users")["password"]  # type: ignore[index]
-    assert "m=1024,t=1" in before and "m=2048,t=2" in after
+    after = stronger.store.one("SELECT password FROM users")["password"]
+    assert "m=1024,t=1" in before
+    assert "m=2048,t=2" in after
 
 
 def test_token_lifetimes_are_bounded(accounts: Accounts, clock: Clock) -> None:
@@ -138,7 +140,7 @@ def test_expired_sessions_are_dropped_as_new_ones_open(accounts: Accounts, clock
     accounts.open_session(account)
     clock.step(12 * 3600)
     accounts.open_session(account)
-    assert accounts.store.one("SELECT COUNT(*) AS n FROM sessions")["n"] == 1  # type: ignore[index]
+    assert accounts.store.one("SELECT COUNT(*) AS n FROM sessions")["n"] == 1
 
 
 def test_a_pairing_code_works_once_within_ten_minutes_for_an_active_kiosk(accounts: Accounts,
@@ -147,7 +149,9 @@ def test_a_pairing_code_works_once_within_ten_minutes_for_an_active_kiosk(accoun
     assert expires == clock() + 600 * NS
     assert accounts.user("wall").role == "kiosk"
     session = accounts.pair(f"{code[:4].lower()}-{code[4:]}")
-    assert session is not None and session.kiosk and session.account.role == "kiosk"
+    assert session is not None
+    assert session.kiosk
+    assert session.account.role == "kiosk"
     assert session.expires_ns == clock() + 365 * DAY * NS
     assert accounts.pair(code) is None
     late, _ = accounts.pairing_code("wall", by="admin")

@@ -209,7 +209,8 @@ def test_an_admin_adds_a_user_whose_token_is_shown_once_and_stored_hashed(client
                     json={"name": "exporter", "role": "technician", "token_label": "nightly", "token_days": 7})
     assert r.status_code == 201
     token = r.json()["token"]["token"]
-    assert token.startswith("kgt_") and len(token) > 40
+    assert token.startswith("kgt_")
+    assert len(token) > 40
     assert r.json()["user"]["tokens"] == [{"id": r.json()["token"]["id"], "label": "nightly",
                                            "created": "2026-11-18T07:00:00.000Z",
                                            "expires": "2026-11-25T07:00:00.000Z", "revoked": None}]
@@ -277,7 +278,8 @@ def test_a_wall_screen_pairs_with_a_code_once_and_reads_the_board_only(client: T
                                                                        clock: Clock) -> None:
     made = client.post("/api/v1/kiosks/pair", json={"name": "wall-1"}, headers=ADMIN_HEADERS).json()
     code = made["code"]
-    assert len(code) == 9 and code[4] == "-"
+    assert len(code) == 9
+    assert code[4] == "-"
     assert made["link"] == f"/pair#{code.replace('-', '')}"
     assert made["expires"] == "2026-11-18T07:10:00.000Z"
     with TestClient(app) as wall:

@@ -167,7 +167,7 @@ def test_every_role_gets_what_the_matrix_says_and_no_foreign_partners_data(app: 
     fill = {"entry": next(i for i, e in app.state.ctx.services.usage.ledger.with_ids(unattributed=True)
                           if e.key in unattributed)}
     wrong: list[str] = []
-    for (method, route), cases in {**MATRIX, **PAGES}.items():
+    for (method, _route), cases in {**MATRIX, **PAGES}.items():
         for case in cases:
             for role, expected in zip(ROLES, case.codes, strict=True):
                 if "{token}" in case.path:  # a fresh token to revoke for each role
