@@ -1,6 +1,7 @@
 """The role matrix: every route of the app (from its OpenAPI document, and the pages beside it) asked by every
-role — nobody, a kiosk, partner A, a technician, an admin — answers the status written here, and no answer to
-anyone but an admin carries another partner's data, in its body or its headers. A route without an entry here
+role — nobody, a kiosk, partner A, a technician, an admin — answers the status written here (and documented in
+the OpenAPI document), and no answer to anyone but an admin carries another partner's data, in its body or its
+headers. A route without an entry here
 fails the test: a new endpoint is covered the day it is added.
 
 The callers hold accounts' API tokens (gateway/accounts); the object asked about is partner B's wherever a route
@@ -166,8 +167,9 @@ def test_every_role_gets_what_the_matrix_says_and_no_foreign_partners_data(app: 
     unattributed = {e.key for e in app.state.ctx.services.usage.ledger.unattributed()}
     fill = {"entry": next(i for i, e in app.state.ctx.services.usage.ledger.with_ids(unattributed=True)
                           if e.key in unattributed)}
+    documented = app.openapi()["paths"]
     wrong: list[str] = []
-    for (method, _route), cases in {**MATRIX, **PAGES}.items():
+    for (method, route), cases in {**MATRIX, **PAGES}.items():
         for case in cases:
             for role, expected in zip(ROLES, case.codes, strict=True):
                 if "{token}" in case.path:  # a fresh token to revoke for each role
@@ -177,6 +179,9 @@ def test_every_role_gets_what_the_matrix_says_and_no_foreign_partners_data(app: 
                 r = client.request(method, path, headers=headers[role], json=case.body)
                 if r.status_code != expected:
                     wrong.append(f"{role:<10} {method} {path}: {r.status_code} (expected {expected}) {r.text[:120]}")
+                promised = documented[route][method.lower()]["responses"] if (method, route) in MATRIX else None
+                if promised is not None and str(r.status_code) not in promised:
+                    wrong.append(f"{role:<10} {method} {path}: {r.status_code} is not in the OpenAPI document")
                 if role == "admin":
                     continue
                 seen = r.text + "".join(f"{k}: {v}\n" for k, v in r.headers.items())
