@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 from gateway.stopping import Stopper
 
 if TYPE_CHECKING:
+    from gateway.runtime import Runtime
     from simulators.lab import VirtualLab
 
 log = logging.getLogger("kartech")
@@ -126,7 +127,8 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
             for line in demo_lab.start(rt.devices_cfg(), with_settings=True):
                 log.info("simulator %s", line)
             url = f"http://{args.host}:{rt.api_port}/"
-            print(f"\nKartech demo is running: {url}\n  admin token: {next(iter(tokens))}\n"
+            print(f"\nKartech demo is running: {url}\n{_demo_logins(rt, url)}\n"
+                  f"  admin token (scripts): {next(iter(tokens))}\n"
                   f"  machines: {len(rt.cfg.machines)} — API: {url}api/v1/machines — docs: {url}docs\n"
                   "  stop with Ctrl-C\n", flush=True)
 
@@ -150,6 +152,18 @@ async def _run(cfg_path: Path, args: argparse.Namespace, stopper: Stopper, *, de
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
     return 0
+
+
+def _demo_logins(rt: Runtime, url: str) -> str:
+    from gateway.accounts.demo import demo_logins
+    from gateway.accounts.store import Accounts
+
+    if rt.services is None:
+        return f"  no logins: {rt.services_error or 'the business store is off'}"
+    billing = rt.cfg.billing
+    partners = [p.id for p in billing.partners] if billing is not None else []
+    accounts = Accounts(rt.services.store, clock=rt.services.clock, partners=lambda: partners)
+    return demo_logins(accounts, url, partner=partners[0] if partners else None)
 
 
 def _until_stopped(run: Callable[[Stopper], Coroutine[Any, Any, int]]) -> int:
@@ -293,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.billing.cli import add_commands as add_billing_commands
 
     add_billing_commands(sub)
+
+    from gateway.accounts.cli import add_commands as add_users_commands
+
+    add_users_commands(sub)
 
     db = sub.add_parser("dashboards", help="Grafana dashboards: build the JSON and provisioning files, or push them")
     dbs = db.add_subparsers(dest="dashboards_command", required=True)

@@ -21,12 +21,24 @@ import anyio._backends._asyncio  # loaded now, not on the first request (it held
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
-from gateway.api.auth import bearer_token, context_of, current_principal, find_principal
+from gateway.api.accounts import install as install_accounts
+from gateway.api.auth import (
+    accounts_of,
+    client_address,
+    context_of,
+    current_principal,
+    foreign_origin,
+    identify,
+    login_redirect,
+    login_required,
+    page_principal,
+    token_principal,
+)
 from gateway.api.billing import router as billing_router
 from gateway.api.catalog import router as catalog_router
 from gateway.api.checkins import router as checkins_router
@@ -133,7 +145,9 @@ def health(ctx: Ctx) -> dict[str, Any]:
 
 
 @public.get("/", include_in_schema=False)
-def page() -> FileResponse:
+def page(request: Request) -> Response:
+    if page_principal(request) is None and login_required(request):
+        return login_redirect(request)
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
@@ -211,7 +225,8 @@ def metrics(ctx: Ctx) -> PlainTextResponse:
 async def live(websocket: WebSocket) -> None:
     """A snapshot of every machine, then machine updates and alerts as they happen (JSON text frames).
 
-    Authenticate with an `Authorization: Bearer <token>` header or, from a browser (which cannot set headers),
+    Authenticate with an `Authorization: Bearer <token>` header, the web app's session cookie (from a page of
+    this gateway: another `Origin` is refused) or, from a browser without a session (which cannot set headers),
     with a first text frame `{"type": "auth", "token": "<token>"}` within 10 s. A token in the URL is refused:
     URLs end up in logs.
     """
@@ -222,10 +237,14 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(code=WS_CLOSE_UNAUTHORIZED,
                               reason="a token in the URL is refused; send it as the first message")
         return
-    presented = bearer_token(websocket.headers.get("authorization"))
-    if presented is None:
+    if foreign_origin(websocket):  # a page of another site, riding on the browser's session cookie
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="a page of another origin is refused")
+        return
+    principal = identify(ctx, accounts_of(websocket), websocket)
+    if principal is None and websocket.headers.get("authorization") is None:
         presented = await _token_from_first_message(websocket)
-    principal = find_principal(ctx.tokens, presented)
+        principal = token_principal(ctx, accounts_of(websocket), presented, client_address(websocket))
     if principal is None or principal.role == "partner":  # a partner token reads only its usage and statements
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
             await websocket.close(code=WS_CLOSE_UNAUTHORIZED, reason="missing or invalid token" if principal is None
@@ -340,9 +359,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    app.guard_options = {"tokens": lambda: ctx.tokens, "max_body_bytes": ctx.max_body_bytes}
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.state.ctx = ctx
+    install_accounts(app, ctx)
+    app.guard_options = {"identify": lambda conn: identify(ctx, app.state.accounts, conn),
+                         "max_body_bytes": ctx.max_body_bytes}
     app.include_router(public)
     app.include_router(protected)
     app.include_router(operations_router)

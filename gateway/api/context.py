@@ -11,7 +11,8 @@ from gateway.reading import Value
 from gateway.services import Services
 from gateway.state.stage import StateStage
 
-Role = Literal["admin", "technician", "viewer", "partner"]
+# viewer: site-file tokens only; kiosk: accounts only (gateway/accounts); both read the board and nothing else
+Role = Literal["admin", "technician", "viewer", "partner", "kiosk"]
 
 # (machine_id, signal, start_ns, end_ns, limit) -> [(ts_ns, value, quality)]
 HistoryQuery = Callable[[str, str, int, int, int], Awaitable[list[tuple[int, Value, str]]]]

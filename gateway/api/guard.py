@@ -2,8 +2,9 @@
 
 - Every HTTP response gets the headers of `SECURITY_HEADERS` (a Content-Security-Policy that allows nothing
   external, no sniffing, no framing, no referrer).
-- A request to anything but the open paths (health, the web page and its assets, the API docs) without a valid
-  bearer token is answered 401 before a byte of its body is read.
+- A request to anything but the open paths (health, the web pages and their assets, the API docs, logging in and
+  pairing a kiosk) without valid credentials (a bearer token or a session cookie, gateway/api/auth.py) is answered
+  401 before a byte of its body is read; a cookie-authenticated unsafe request without its CSRF token, 403.
 - A body larger than `max_body_bytes` is answered 413: at once when `Content-Length` says so, otherwise as soon
   as the streamed body passes the limit (the rest is never read).
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api.auth import bearer_token, find_principal
-from gateway.api.context import Role
+from gateway.api.auth import PRINCIPAL_KEY, Principal, csrf_problem, missing_detail
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -31,12 +32,13 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 )
-OPEN_PATHS = frozenset({"/", "/api/v1/health", "/docs", "/openapi.json", "/favicon.ico"})
+OPEN_PATHS = frozenset({"/", "/api/v1/health", "/docs", "/openapi.json", "/favicon.ico", "/login", "/pair",
+                        "/api/v1/login", "/api/v1/kiosks/session"})
 OPEN_PREFIXES = ("/static/",)
 
 
 def is_open(path: str) -> bool:
-    """Paths anyone may read: health, the web page and its assets, the API docs."""
+    """Paths anyone may reach: health, the web pages and their assets, the API docs, logging in and pairing."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
@@ -45,12 +47,12 @@ class _TooLarge(Exception):
 
 
 class Guard:
-    """ASGI middleware; see the module text. `tokens` is read at each request, so changes apply at once."""
+    """ASGI middleware; see the module text. `identify` names who sent a request (None: nobody known)."""
 
-    def __init__(self, app: ASGIApp, *, tokens: Callable[[], Mapping[str, tuple[str, Role]]],
+    def __init__(self, app: ASGIApp, *, identify: Callable[[HTTPConnection], Principal | None],
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
-        self.tokens = tokens
+        self.identify = identify
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,12 +69,16 @@ class Guard:
 
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         if not is_open(scope["path"]):
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            token = bearer_token(auth)
-            if token is None or find_principal(self.tokens(), token) is None:
-                detail = "invalid token" if token else "missing bearer token: send 'Authorization: Bearer <token>'"
-                await _answer(send_secured, 401, detail, [(b"www-authenticate", b"Bearer")])
+            conn = HTTPConnection(scope)
+            principal = self.identify(conn)
+            if principal is None:
+                await _answer(send_secured, 401, missing_detail(conn), [(b"www-authenticate", b"Bearer")])
                 return
+            problem = csrf_problem(conn, principal, scope["method"])
+            if problem is not None:
+                await _answer(send_secured, 403, problem)
+                return
+            scope[PRINCIPAL_KEY] = principal
         limit = self.max_body_bytes
         length = headers.get(b"content-length")
         if length is not None:
