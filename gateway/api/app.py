@@ -31,6 +31,7 @@ from gateway.api.billing import router as billing_router
 from gateway.api.context import ApiContext
 from gateway.api.guard import Guard
 from gateway.api.operations import router as operations_router
+from gateway.api.site import router as site_router
 from gateway.api.times import parse_time
 from gateway.errors import KartechError
 from gateway.reading import Value, now_ns
@@ -345,6 +346,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(protected)
     app.include_router(operations_router)
     app.include_router(billing_router)
+    app.include_router(site_router)
     app.mount("/static/docs", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
