@@ -120,7 +120,7 @@ function renderBanner() {
   banner.hidden = site === null || site.caller.role === "partner";
   const counts = SEVERITIES.map((s) => [s, list.filter((a) => a.severity === s).length]).filter(([, n]) => n);
   $("alerts-counts").replaceChildren(...counts.map(([s, n]) =>
-    el("span", { class: `count sev-${s}`, text: `${t(s)}: ${L.number(n)}` })));
+    el("span", { class: `sevcount sev-${s}`, text: `${t(s)}: ${L.number(n)}` })));
   $("alerts-counts").dataset.empty = String(!list.length);
   const shown = WALL ? list.slice(0, 3) : list;
   $("alerts-list").replaceChildren(...(shown.length ? shown.map(alertItem)
@@ -261,9 +261,9 @@ function renderBoard(root) {
     if (pages > 1) pager = el("p", { class: "pager", text: t("page", { n: wallPage + 1, total: pages }) });
   }
   const grid = el("div", { class: "grid", id: "grid" }, page.map(tile));
-  root.replaceChildren(el("h2", { class: "visually-hidden", text: t("board") }), summary,
+  root.replaceChildren(...[el("h2", { class: "visually-hidden", text: t("board") }), summary,
     WALL ? null : bar, el("p", { class: "count", id: "count", text: t("shown", { n: shown.length, total: list.length }) }),
-    grid, pager);
+    grid, pager].filter(Boolean));
 }
 
 function wallCapacity() {
@@ -291,7 +291,7 @@ function renderMachine(root, id) {
   const hours = el("div", { class: "hours", role: "group", "aria-label": t("charts") }, [1, 3, 12].map((h) =>
     el("button", { type: "button", class: "act ghost", "aria-pressed": String(view.hours === h),
       text: t("lastHours", { n: h }), onclick: () => { view.hours = h; view.series.clear(); render(); } })));
-  root.replaceChildren(
+  root.replaceChildren(...[
     el("p", {}, el("a", { href: "#/", class: "back", text: `← ${t("back")}` })),
     el("header", { class: `machine-head s-${m.state}` },
       el("h2", {}, name(m.name)), el("span", { class: `badge s-${m.state}`, text: L.stateName(m.state) }),
@@ -307,7 +307,8 @@ function renderMachine(root, id) {
       section(t("jobs"), el("div", { id: "jobs", text: t("loading") })),
       section(t("mStatus"), el("div", { id: "m-tasks", text: t("loading") }),
         el("h4", { text: t("mHistory") }), el("div", { id: "m-log" }))),
-    site.caller.role === "admin" ? section(t("usageMonth"), el("div", { id: "m-usage", text: t("loading") })) : null);
+    site.caller.role === "admin" ? section(t("usageMonth"), el("div", { id: "m-usage", text: t("loading") })) : null,
+  ].filter(Boolean));
   loadCharts(m, spec);
   loadTimelineAndJobs(m);
   loadTasks(m.id);
@@ -398,7 +399,8 @@ function taskRow(task, withMachine) {
     el("td", {}, el("span", { class: `status st-${task.status}`, text: t(task.status) })),
     el("td", { class: "use" }, el("progress", { max: "100", value: String(Math.min(100, task.pct)), "aria-label": t("used") }),
       el("span", { text: ` ${L.number(task.pct, 0)}\u00a0% · ${limitsText(task)}` })),
-    el("td", { text: task.last_done ? L.dateTime(task.last_done) : t("nobody") }), tools);
+    el("td", { class: "last-done" }, task.last_done ? `${L.dateTime(task.last_done.at)} · ${t("by")} ` : t("nobody"),
+      task.last_done ? name(task.last_done.by) : null), tools);
 }
 
 function tasksTable(tasks, withMachine) {
@@ -611,6 +613,7 @@ async function loadAlerts() {
 }
 
 async function start() {
+  if (!auth.mayBeSignedIn()) return signOut();
   try {
     site = await auth.api("api/v1/site");
   } catch (err) {

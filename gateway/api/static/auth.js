@@ -43,6 +43,10 @@ export async function api(path, init = {}) {
 export const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" },
   body: JSON.stringify(body) });
 
+// whether the page may hold credentials at all: a token, or the readable CSRF cookie of a session (the session
+// cookie itself is HttpOnly); without either, asking the API would only be answered 401
+export const mayBeSignedIn = () => Boolean(token() || csrfCookie());
+
 // the first frame of the live WebSocket: the token (a browser cannot set headers on a WebSocket); none with a cookie
 export const liveHello = () => (token() ? JSON.stringify({ type: "auth", token: token() }) : null);
 

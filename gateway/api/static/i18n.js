@@ -1,6 +1,13 @@
 // Words, numbers and times of the page in Russian, Kazakh and English; times always in the site's time zone.
 export const LANGS = ["ru", "kk", "en"];
-const LOCALES = { ru: "ru-RU", kk: "kk-KZ", en: "en-GB" };
+// Kazakh numbers follow Russian conventions (1 234,5; CLDR agrees), and browsers' Kazakh data varies (Chromium
+// formats kk-KZ as 1,234.5): Kazakh pages format with ru-RU; month names come from our own table
+const LOCALES = { ru: "ru-RU", kk: "ru-RU", en: "en-GB" };
+const MONTHS = {
+  ru: ["январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август", "сентябрь", "октябрь", "ноябрь", "декабрь"],
+  kk: ["қаңтар", "ақпан", "наурыз", "сәуір", "мамыр", "маусым", "шілде", "тамыз", "қыркүйек", "қазан", "қараша", "желтоқсан"],
+  en: ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"],
+};
 
 const UI = {
   ru: {
@@ -182,12 +189,17 @@ export function clock(when) {
   const d = when instanceof Date ? when : new Date(when);
   if (Number.isNaN(d.getTime())) return "—";
   const hm = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
-  return dayKey(d) === dayKey(new Date()) ? fmt(hm).format(d) : fmt({ day: "numeric", month: "short", ...hm }).format(d);
+  return dayKey(d) === dayKey(new Date()) ? fmt(hm).format(d) : dateTime(d);
 }
-export const dateTime = (when) => fmt({ day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
-  hourCycle: "h23" }).format(new Date(when));
-export const monthName = (ym) => fmt({ month: "long", year: "numeric" })
-  .format(new Date(Date.UTC(Number(ym.slice(0, 4)), Number(ym.slice(5, 7)) - 1, 15)));
+// "30.11 14:05" in the site's zone (numeric: no month names that a browser might lack for Kazakh)
+export function dateTime(when) {
+  const d = when instanceof Date ? when : new Date(when);
+  if (Number.isNaN(d.getTime())) return "—";
+  const p = Object.fromEntries(new Intl.DateTimeFormat("en-GB", { timeZone: zone, day: "2-digit", month: "2-digit",
+    hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).formatToParts(d).map((x) => [x.type, x.value]));
+  return `${p.day}.${p.month} ${p.hour}:${p.minute}`;
+}
+export const monthName = (ym) => `${MONTHS[lang][Number(ym.slice(5, 7)) - 1]} ${ym.slice(0, 4)}`;
 
 // YYYY-MM of a moment in the site's zone, and n months before
 export function siteMonth(d = new Date(), back = 0) {
@@ -225,7 +237,7 @@ export function alertMessage(alert, machineName, planName) {
   const tpl = ALERTS[rule]?.[lang];
   if (!tpl) return [alert.message?.[lang === "en" ? "en" : "ru"] ?? alert.rule];
   const vars = { value: typeof alert.value === "number" ? value(alert.value, ALERT_UNITS[rule]) : "",
-    status: t(alert.value >= 100 && rule === "maintenance" ? "due" : "due_soon") };
+    status: t(alert.value >= 100 && rule === "maintenance" ? "due" : "due_soon").toLowerCase() };
   const out = [];
   for (const piece of tpl.split(/(\{\w+\})/)) {
     const key = piece.slice(1, -1);
