@@ -39,7 +39,8 @@ pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-ADMIN, TECH, KIOSK, PARTNER = "web-admin-token-0001", "web-tech-token-00001", "web-kiosk-token-0001", "web-partner-token-01"
+ADMIN, TECH = "web-admin-token-0001", "web-tech-token-00001"
+KIOSK, PARTNER = "web-kiosk-token-0001", "web-partner-token-01"
 OWN_PARTNER = "saryarka-mining"
 ALMATY = ZoneInfo("Asia/Almaty")
 # words of Latin letters allowed on the Russian and Kazakh pages besides names: the brand, the language switch,
@@ -251,7 +252,8 @@ def test_acknowledges_an_alert_with_a_note_from_the_banner(browser: Any, gateway
         item.locator("button[type=submit]").click()
         expect(item.get_by_role("button", name="Квитировать")).to_have_count(0)
         got = gateway.api(f"api/v1/alerts/{alert['id']}")
-        assert got["acknowledged"] and got["ack_note"] == "Сопло заменено, принтер проверен"
+        assert got["acknowledged"]
+        assert got["ack_note"] == "Сопло заменено, принтер проверен"
         assert got["acknowledged_by"] == "Technician"
 
 
@@ -295,9 +297,10 @@ def test_wall_screen_fits_1920x1080_problems_first_and_flashes_critical_alerts(b
         page.screenshot(path=str(artefacts / "wall-flash.png"))
         page.click("#flash")
         expect(page.locator(".tile")).to_have_count(count)
-        size = page.evaluate("""() => ({sh: document.documentElement.scrollHeight, sw: document.documentElement.scrollWidth,
-            h: innerHeight, w: innerWidth})""")
-        assert size["sh"] <= size["h"] and size["sw"] <= size["w"], size
+        size = page.evaluate("""() => ({sh: document.documentElement.scrollHeight,
+            sw: document.documentElement.scrollWidth, h: innerHeight, w: innerWidth})""")
+        assert size["sh"] <= size["h"], size
+        assert size["sw"] <= size["w"], size
         for box in page.locator(".tile").evaluate_all("ts => ts.map((t) => t.getBoundingClientRect().bottom)"):
             assert box <= 1080
         assert page.locator(".tile").first.get_attribute("data-id") == "x1c-02"  # problems first
@@ -362,7 +365,8 @@ def test_machine_page_charts_history_on_a_time_axis(browser: Any, gateway: LabGa
         assert len(ticks) >= 3, ticks
         now = datetime.now(UTC).astimezone(ALMATY)
         window = {(now - timedelta(minutes=m)).strftime("%H:%M") for m in range(-1, 3 * 60 + 2)}
-        assert all(re.fullmatch(r"\d\d:\d\d", x) for x in ticks) and set(ticks) <= window, ticks
+        assert all(re.fullmatch(r"\d\d:\d\d", x) for x in ticks), ticks
+        assert set(ticks) <= window, ticks
         expect(page.locator("#timeline svg rect")).not_to_have_count(0)
         expect(page.locator(".values .sig")).not_to_have_count(0)
         expect(page.locator("#m-tasks .task")).to_have_count(1)
@@ -382,7 +386,8 @@ def test_maintenance_marked_done_with_a_note(browser: Any, gateway: LabGateway, 
         row.locator("button[type=submit]").click()
         expect(page.locator("#toast")).to_have_text("Сохранено")
         log = gateway.api("api/v1/maintenance/log?machine=fdm-02")
-        assert log[0]["note"] == "Сопло прочищено, ремни подтянуты" and log[0]["by"] == "Technician"
+        assert log[0]["note"] == "Сопло прочищено, ремни подтянуты"
+        assert log[0]["by"] == "Technician"
         status = gateway.api("api/v1/maintenance?machine=fdm-02")[0]["status"]
         expect(row.locator(".status")).to_have_text({"ok": "В норме", "due_soon": "Скоро", "due": "Просрочено"}[status])
         expect(row.locator("td").nth(4)).not_to_have_text("не выполнялось")
@@ -397,14 +402,14 @@ def test_a_partner_sees_only_its_own_statements(browser: Any, gateway: LabGatewa
         rows = page.locator(".statements tbody tr")
         expect(rows).to_have_count(3)  # this month and the two before
         assert set(rows.evaluate_all("rs => rs.map((r) => r.dataset.partner)")) == {OWN_PARTNER}
-        assert set(page.locator(".usage tbody tr").evaluate_all("rs => rs.map((r) => r.dataset.partner)")) <= {OWN_PARTNER}
+        usage = page.locator(".usage tbody tr").evaluate_all("rs => rs.map((r) => r.dataset.partner)")
+        assert set(usage) <= {OWN_PARTNER}
         expect(page.locator('nav a[data-view="board"]')).to_be_hidden()
         assert page.locator(".tile").count() == 0
         with page.expect_download() as got:
             rows.first.get_by_role("button", name=re.compile("^Скачать CSV")).click()
         assert got.value.suggested_filename.startswith(OWN_PARTNER)
-        assert "Saryarka" in Path(got.value.path()).read_text(encoding="utf-8") or OWN_PARTNER in Path(
-            got.value.path()).read_text(encoding="utf-8")
+        assert OWN_PARTNER in Path(got.value.path()).read_text(encoding="utf-8")
         page.screenshot(path=str(artefacts / "billing-partner.png"), full_page=True)
     with page_of(browser, gateway, ADMIN, "#/billing", viewport={"width": 1280, "height": 900}) as page:
         rows = page.locator(".statements tbody tr")

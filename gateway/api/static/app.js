@@ -122,9 +122,17 @@ function renderBanner() {
   $("alerts-counts").replaceChildren(...counts.map(([s, n]) =>
     el("span", { class: `sevcount sev-${s}`, text: `${t(s)}: ${L.number(n)}` })));
   $("alerts-counts").dataset.empty = String(!list.length);
-  const shown = WALL ? list.slice(0, 3) : list;
-  $("alerts-list").replaceChildren(...(shown.length ? shown.map(alertItem)
-    : [el("li", { class: "none", text: t("noAlerts") })]));
+  // low-severity alerts (maintenance coming due and the like) fold away behind one line; the rest are always shown
+  const urgent = list.filter((a) => a.severity !== "low");
+  const low = list.filter((a) => a.severity === "low");
+  const items = (WALL ? list.slice(0, 3) : urgent).map(alertItem);
+  if (!WALL && low.length) {
+    const open = $("alerts-list").querySelector("details")?.open ?? false;
+    items.push(el("li", { class: "low-alerts" }, el("details", { open },
+      el("summary", { text: `${t("low")}: ${L.number(low.length)}` }),
+      el("ul", { class: "alerts-list" }, low.map(alertItem)))));
+  }
+  $("alerts-list").replaceChildren(...(items.length ? items : [el("li", { class: "none", text: t("noAlerts") })]));
   banner.dataset.worst = list[0]?.severity ?? "none";
 }
 
@@ -696,6 +704,8 @@ async function init() {
   $("logout").addEventListener("click", () => signOut());
   window.addEventListener("hashchange", render);
   window.addEventListener("resize", () => { if (WALL) render(); else view.redraw?.(); });
+  fetch("api/v1/health").then((r) => r.json()).then((h) => { if (!site) $("site-name").textContent = h.site_name; })
+    .catch(() => {});
   L.setVocab(await (await fetch("static/kinds.json")).json());
   applyLang();
   setInterval(tick, 1000);
