@@ -125,7 +125,7 @@ function renderBanner() {
   // low-severity alerts (maintenance coming due and the like) fold away behind one line; the rest are always shown
   const urgent = list.filter((a) => a.severity !== "low");
   const low = list.filter((a) => a.severity === "low");
-  const items = (WALL ? list.slice(0, 3) : urgent).map(alertItem);
+  const items = (WALL ? list.slice(0, 2) : urgent).map(alertItem);
   if (!WALL && low.length) {
     const open = $("alerts-list").querySelector("details")?.open ?? false;
     items.push(el("li", { class: "low-alerts" }, el("details", { open },
@@ -276,7 +276,7 @@ function renderBoard(root) {
 
 function wallCapacity() {
   const cols = Math.max(1, Math.floor(window.innerWidth / 370));
-  const rows = Math.max(1, Math.floor((window.innerHeight - 330) / 250));
+  const rows = Math.max(1, Math.floor((window.innerHeight - 290) / 250));
   document.documentElement.style.setProperty("--wall-cols", String(cols));
   document.documentElement.style.setProperty("--wall-rows", String(rows));
   return cols * rows;
@@ -694,6 +694,7 @@ async function init() {
     if (on) beep(); // the click lets the browser start audio; the beep says it works
   });
   $("flash").addEventListener("click", () => { $("flash").hidden = true; });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") $("flash").hidden = true; });
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     auth.saveToken($("token").value.trim());
