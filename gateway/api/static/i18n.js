@@ -199,7 +199,10 @@ export function dateTime(when) {
     hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).formatToParts(d).map((x) => [x.type, x.value]));
   return `${p.day}.${p.month} ${p.hour}:${p.minute}`;
 }
-export const monthName = (ym) => `${MONTHS[lang][Number(ym.slice(5, 7)) - 1]} ${ym.slice(0, 4)}`;
+export function monthName(ym) {
+  const word = MONTHS[lang][Number(ym.slice(5, 7)) - 1];
+  return `${word[0].toUpperCase()}${word.slice(1)} ${ym.slice(0, 4)}`;
+}
 
 // YYYY-MM of a moment in the site's zone, and n months before
 export function siteMonth(d = new Date(), back = 0) {
