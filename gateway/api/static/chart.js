@@ -1,5 +1,5 @@
 // Small SVG charts of our own: a line chart with a time axis in the site's zone, and a state timeline.
-import { clock, number, t, stateName } from "./i18n.js";
+import { clock, number, t, stateName, timeOfDay } from "./i18n.js";
 
 const NS = "http://www.w3.org/2000/svg";
 function svg(tag, attrs = {}, text = null) {
@@ -36,7 +36,7 @@ export function lineChart(points, { window, label, unitText = "", width = 560, h
   for (const tick of timeTicks(t0, t1)) {
     axis.append(svg("line", { x1: px(tick), x2: px(tick), y1: pad.t, y2: height - pad.b, class: "grid" }));
     axis.append(svg("text", { x: px(tick), y: height - 8, "text-anchor": "middle", class: "tick time" },
-      clock(new Date(tick))));
+      timeOfDay(new Date(tick))));
   }
   for (const y of [y0 + margin, (y0 + y1) / 2, y1 - margin]) {
     axis.append(svg("line", { x1: pad.l, x2: width - pad.r, y1: py(y), y2: py(y), class: "grid" }));
@@ -69,7 +69,7 @@ export function timeline(spans, { window, width = 560, height = 54 }) {
   }
   for (const tick of timeTicks(t0, t1)) {
     root.append(svg("text", { x: px(tick), y: height - 6, "text-anchor": "middle", class: "tick time" },
-      clock(new Date(tick))));
+      timeOfDay(new Date(tick))));
   }
   return root;
 }

@@ -183,6 +183,9 @@ export function duration(secs) {
 const fmt = (opts) => new Intl.DateTimeFormat(LOCALES[lang], { timeZone: zone, ...opts });
 const dayKey = (d) => fmt({ year: "numeric", month: "2-digit", day: "2-digit" }).format(d);
 
+// hours and minutes in the site's zone (a chart's time axis)
+export const timeOfDay = (d) => fmt({ hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(d);
+
 // a clock time in the site's zone; the date too when it is not today there
 export function clock(when) {
   if (when === null || when === undefined || when === "") return "—";
