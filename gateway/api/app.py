@@ -45,6 +45,7 @@ from gateway.api.checkins import router as checkins_router
 from gateway.api.context import ApiContext
 from gateway.api.guard import Guard
 from gateway.api.operations import router as operations_router
+from gateway.api.site import router as site_router
 from gateway.api.times import parse_time
 from gateway.errors import KartechError
 from gateway.reading import Value, now_ns
@@ -370,6 +371,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(billing_router)
     app.include_router(checkins_router)
     app.include_router(catalog_router)
+    app.include_router(site_router)
     app.mount("/static/docs", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

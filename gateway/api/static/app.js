@@ -1,437 +1,717 @@
 "use strict";
-// Kartech Gateway live page: token login, live machine cards over the WebSocket, history chart on <canvas>.
-(() => {
-  const STATES = ["offline", "idle", "running", "paused", "error", "maintenance"];
-  const UNITS = { degC: "°C", degF: "°F", percent: "%", pct: "%" };
-  const I18N = {
-    ru: {
-      welcome: "Қош келдіңіз! Добро пожаловать в лабораторный хаб Kartech",
-      loginTitle: "Вход", token: "Токен доступа", signIn: "Войти", signOut: "Выйти",
-      badToken: "Неверный токен", machines: "Оборудование", search: "Поиск", state: "Состояние",
-      allStates: "Все состояния", searchHint: "название, тип, лаборатория", noLab: "Без лаборатории",
-      signedOut: "Не подключено", connecting: "Подключение…", live: "Онлайн", reconnecting: "Переподключение…",
-      offline: "Нет связи", idle: "Простой", running: "Работает", paused: "Пауза", error: "Ошибка",
-      maintenance: "Обслуживание", since: "с {t}", lastSeen: "данные {t}", never: "нет данных",
-      s: "{n} с назад", m: "{n} мин назад", h: "{n} ч назад", d: "{n} дн назад", yes: "да", no: "нет",
-      stale: "устарело", bad: "сбой", uncertain: "неточно", shown: "{n} из {total}", close: "Закрыть",
-      chartSignal: "График", noNumeric: "Нет числовых сигналов", noHistory: "Нет данных за последний час",
-      loading: "Загрузка…", lastHour: "последний час, {n} точек", driver: "Драйвер", lab: "Лаборатория",
-      connected: "Связь", id: "ID",
-    },
-    en: {
-      welcome: "Қош келдіңіз! Welcome to the Kartech lab hub",
-      loginTitle: "Sign in", token: "Access token", signIn: "Sign in", signOut: "Sign out",
-      badToken: "Invalid token", machines: "Machines", search: "Search", state: "State",
-      allStates: "All states", searchHint: "name, kind, lab", noLab: "No lab",
-      signedOut: "Not connected", connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…",
-      offline: "Offline", idle: "Idle", running: "Running", paused: "Paused", error: "Error",
-      maintenance: "Maintenance", since: "since {t}", lastSeen: "seen {t}", never: "no data yet",
-      s: "{n} s ago", m: "{n} min ago", h: "{n} h ago", d: "{n} d ago", yes: "yes", no: "no",
-      stale: "stale", bad: "bad", uncertain: "uncertain", shown: "{n} of {total}", close: "Close",
-      chartSignal: "Chart", noNumeric: "No numeric signals", noHistory: "No data in the last hour",
-      loading: "Loading…", lastHour: "last hour, {n} points", driver: "Driver", lab: "Lab",
-      connected: "Link", id: "ID",
-    },
-    kk: {
-      welcome: "Kartech зертханалық хабына қош келдіңіз!",
-      loginTitle: "Кіру", token: "Қол жеткізу токені", signIn: "Кіру", signOut: "Шығу",
-      badToken: "Токен жарамсыз", machines: "Жабдық", search: "Іздеу", state: "Күйі",
-      allStates: "Барлық күйлер", searchHint: "атауы, түрі, зертхана", noLab: "Зертханасыз",
-      signedOut: "Қосылмаған", connecting: "Қосылуда…", live: "Онлайн", reconnecting: "Қайта қосылуда…",
-      offline: "Байланыс жоқ", idle: "Бос тұр", running: "Жұмыс істеп тұр", paused: "Кідіртілді",
-      error: "Қате", maintenance: "Қызмет көрсету", since: "{t} бастап", lastSeen: "дерек {t}",
-      never: "дерек жоқ", s: "{n} с бұрын", m: "{n} мин бұрын", h: "{n} сағ бұрын", d: "{n} күн бұрын",
-      yes: "иә", no: "жоқ", stale: "ескірген", bad: "ақау", uncertain: "күмәнді", shown: "{n} / {total}",
-      close: "Жабу", chartSignal: "График", noNumeric: "Сандық сигналдар жоқ",
-      noHistory: "Соңғы сағатта дерек жоқ", loading: "Жүктелуде…", lastHour: "соңғы сағат, {n} нүкте",
-      driver: "Драйвер", lab: "Зертхана", connected: "Байланыс", id: "ID",
-    },
-  };
-  const LOCALES = { ru: "ru-RU", en: "en-GB", kk: "kk-KZ" };
+// Kartech Gateway web app: fleet board, alerts, machine pages, maintenance and billing; a wall-screen mode
+// (?wall=1) and a phone layout. Plain modules, no build step; every request goes through auth.js.
+import * as auth from "./auth.js";
+import * as L from "./i18n.js";
+import { lineChart, timeline } from "./chart.js";
 
-  const $ = (id) => document.getElementById(id);
-  const machines = new Map();
-  const cards = new Map();
-  let lang = I18N[localStorage.getItem("kartech.lang")] ? localStorage.getItem("kartech.lang") : "ru";
-  let token = localStorage.getItem("kartech.token") || "";
-  let socket = null;
-  let backoffMs = 1000;
-  let retryTimer = null;
-  let conn = "signedOut";
-  let selected = null;
-  let chart = { machine: null, signal: null, points: [], unit: null };
+const { t } = L;
+const STATES = ["error", "offline", "paused", "maintenance", "running", "idle"]; // problems first
+const SEVERITIES = ["critical", "high", "medium", "low"];
+const HIDDEN_ALERT_STATES = new Set(["shelved", "suppressed"]);
+const WALL = new URLSearchParams(location.search).has("wall");
+const WALL_PAGE_S = 12;
+const FLASH_S = 20;
 
-  const t = (key, vars = {}) =>
-    (I18N[lang][key] ?? I18N.ru[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
+const machines = new Map();
+const alerts = new Map();
+const flashed = new Set();
+let site = null;
+let socket = null;
+let backoffMs = 1000;
+let retryTimer = null;
+let conn = "signedOut";
+let view = { name: "", id: null, hours: 3, series: new Map(), redraw: null };
+const filters = { lab: "", kind: "", state: "" };
+let wallPage = 0;
+let audio = null;
 
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else node.setAttribute(k, v);
-    }
-    node.append(...children.filter((c) => c !== null && c !== undefined));
-    return node;
+const $ = (id) => document.getElementById(id);
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
   }
+  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+const name = (text) => el("span", { class: "name", text });
+const canAct = () => site && ["technician", "admin"].includes(site.caller.role);
+const machineName = (id) => machines.get(id)?.name ?? id;
+const sig = (m, s) => m.signals?.[s];
+const num = (m, s) => (typeof sig(m, s)?.value === "number" ? sig(m, s).value : null);
 
-  // --- formatting -------------------------------------------------------------------------------------------
-  function formatValue(value, unit) {
-    if (value === null || value === undefined) return "—";
-    if (typeof value === "boolean") return value ? t("yes") : t("no");
-    if (typeof value !== "number") return String(value);
-    const abs = Math.abs(value);
-    const digits = Number.isInteger(value) ? 0 : abs >= 100 ? 1 : abs >= 1 ? 2 : 3;
-    const text = new Intl.NumberFormat(LOCALES[lang], { maximumFractionDigits: digits }).format(value);
-    const u = unit ? UNITS[unit] ?? unit : "";
-    return u ? (u === "%" ? text + u : `${text} ${u}`) : text;
+// --- alerts ------------------------------------------------------------------------------------------------
+function openAlerts(machine = null) {
+  return [...alerts.values()]
+    .filter((a) => !machine || a.machine === machine)
+    .sort((a, b) => SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || b.id - a.id);
+}
+
+function takeAlert(a, live) {
+  if (a.closed || HIDDEN_ALERT_STATES.has(a.state)) alerts.delete(a.id);
+  else alerts.set(a.id, a);
+  if (WALL && a.severity === "critical" && !a.acknowledged && !a.closed && (live || !flashed.has(a.id))) flash(a);
+}
+
+function messageNode(a) {
+  const planName = a.rule.startsWith("maintenance:") ? planNames.get(a.rule.slice(12)) : null;
+  return el("span", { class: "msg" },
+    L.alertMessage(a, machineName(a.machine), planName).map((p) => (typeof p === "string" ? p : name(p.name))));
+}
+const planNames = new Map();
+
+function alertItem(a) {
+  const item = el("li", { class: `alert sev-${a.severity}`, "data-alert": a.id },
+    el("span", { class: "sev", text: t(a.severity) }),
+    el("span", { class: "alert-body" }, messageNode(a),
+      el("span", { class: "alert-meta" }, `${t(a.state)} · ${t("raised", { t: L.clock(a.raised) })}`,
+        a.count > 1 ? ` · ×${L.number(a.count)}` : "")));
+  if (canAct() && !WALL) {
+    const tools = el("span", { class: "alert-tools" });
+    const ackForm = () => actionForm(tools, "ack", async (note) => {
+      takeAlert(await auth.post(`api/v1/alerts/${a.id}/ack`, { note }), false);
+    });
+    const shelveForm = () => actionForm(tools, "shelve", async (note, minutes) => {
+      takeAlert(await auth.post(`api/v1/alerts/${a.id}/shelve`, { duration_min: minutes, note }), false);
+    }, true);
+    if (!a.acknowledged) tools.append(el("button", { type: "button", class: "act", text: t("ack"), onclick: ackForm }));
+    tools.append(el("button", { type: "button", class: "act ghost", text: t("shelve"), onclick: shelveForm }));
+    item.append(tools);
   }
+  return item;
+}
 
-  function ago(iso) {
-    if (!iso) return t("never");
-    const secs = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-    if (secs < 60) return t("s", { n: secs });
-    if (secs < 3600) return t("m", { n: Math.floor(secs / 60) });
-    if (secs < 86400) return t("h", { n: Math.floor(secs / 3600) });
-    return t("d", { n: Math.floor(secs / 86400) });
-  }
-
-  function clock(iso) {
-    if (!iso) return "—";
-    const d = new Date(iso);
-    const sameDay = d.toDateString() === new Date().toDateString();
-    const opts = sameDay ? { hour: "2-digit", minute: "2-digit" }
-      : { day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit" };
-    return d.toLocaleString(LOCALES[lang], opts);
-  }
-
-  // --- cards ------------------------------------------------------------------------------------------------
-  function signalRow(name, s) {
-    const q = s.quality || "good";
-    const tag = q === "good" ? null : el("span", { class: "qtag", text: t(q) });
-    return el("div", { class: `sig q-${q}` },
-      el("dt", { text: name }), el("dd", {}, el("span", { text: formatValue(s.value, s.unit) }), tag));
-  }
-
-  function fillCard(card, m) {
-    card.className = `card s-${m.state}`;
-    card.dataset.state = m.state;
-    card.replaceChildren(
-      el("div", { class: "card-head" },
-        el("h3", {}, el("button", { type: "button", class: "open", text: m.name })),
-        el("span", { class: `badge s-${m.state}`, text: t(m.state) })),
-      el("p", { class: "kind", text: `${m.kind} · ${m.id}` }),
-      el("p", { class: "times" },
-        m.state_since ? el("span", { title: m.state_since, text: t("since", { t: clock(m.state_since) }) })
-          : el("span"),
-        el("span", { class: "ago", "data-ago": m.last_seen || "",
-                     text: m.last_seen ? t("lastSeen", { t: ago(m.last_seen) }) : t("never") })),
-      el("dl", { class: "signals" },
-        ...Object.entries(m.signals).filter(([n]) => n !== "state").map(([n, s]) => signalRow(n, s))));
-  }
-
-  function matches(m) {
-    const want = $("state-filter").value;
-    const q = $("q").value.trim().toLowerCase();
-    const hay = [m.name, m.id, m.kind, m.lab || "", t(m.state)].join(" ").toLowerCase();
-    return (!want || m.state === want) && (!q || hay.includes(q));
-  }
-
-  function renderAll() {
-    const byLab = new Map();
-    const sorted = [...machines.values()].sort((a, b) =>
-      (a.lab || "\uffff").localeCompare(b.lab || "\uffff") || a.name.localeCompare(b.name));
-    for (const m of sorted) {
-      const lab = m.lab || "";
-      if (!byLab.has(lab)) byLab.set(lab, []);
-      byLab.get(lab).push(m);
-    }
-    cards.clear();
-    const sections = [];
-    for (const [lab, list] of byLab) {
-      const grid = el("div", { class: "grid" });
-      for (const m of list) {
-        const card = el("article", { "data-id": m.id });
-        fillCard(card, m);
-        cards.set(m.id, card);
-        grid.append(card);
-      }
-      sections.push(el("section", { class: "lab", "data-lab": lab },
-        el("h2", { text: lab || t("noLab") }), grid));
-    }
-    $("labs").replaceChildren(...sections);
-    applyFilter();
-  }
-
-  function applyFilter() {
-    let shown = 0;
-    for (const [id, card] of cards) {
-      const ok = matches(machines.get(id));
-      card.hidden = !ok;
-      if (ok) shown += 1;
-    }
-    for (const section of $("labs").children) {
-      section.hidden = ![...section.querySelectorAll(".card")].some((c) => !c.hidden);
-    }
-    $("count").textContent = t("shown", { n: shown, total: machines.size });
-  }
-
-  function onMachine(m) {
-    const isNew = !machines.has(m.id);
-    machines.set(m.id, m);
-    if (isNew) return renderAll();
-    fillCard(cards.get(m.id), m);
-    applyFilter();
-    if (selected === m.id) {
-      renderDetailMeta();
-      const s = m.signals[chart.signal];
-      const last = chart.points[chart.points.length - 1];
-      if (chart.machine === m.id && s && typeof s.value === "number" && (!last || s.ts > last.ts)) {
-        chart.points.push({ ts: s.ts, value: s.value, quality: s.quality });
-        drawChart();
-      }
-    }
-  }
-
-  function tickTimes() {
-    for (const span of document.querySelectorAll("[data-ago]")) {
-      if (span.dataset.ago) span.textContent = t("lastSeen", { t: ago(span.dataset.ago) });
-    }
-  }
-
-  // --- connection -------------------------------------------------------------------------------------------
-  function setConn(state) {
-    conn = state;
-    $("conn").dataset.conn = state;
-    document.body.dataset.conn = state;
-    $("conn-text").textContent = t(state);
-  }
-
-  function connect() {
-    clearTimeout(retryTimer);
-    const url = new URL("api/v1/live", location.href);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    setConn(conn === "reconnecting" ? "reconnecting" : "connecting");
-    const ws = new WebSocket(url);
-    socket = ws;
-    // the token goes in the first message, never in the URL (URLs end up in logs)
-    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token }));
-    ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
-      if (msg.type === "snapshot") {
-        backoffMs = 1000;
-        machines.clear();
-        for (const m of msg.machines) machines.set(m.id, m);
-        setConn("live");
-        showBoard();
-        renderAll();
-      } else if (msg.type === "machine") {
-        onMachine(msg.machine);
-      }
-    };
-    ws.onclose = (ev) => {
-      if (socket !== ws) return;
-      socket = null;
-      if (ev.code === 4401) return signOut(t("badToken"));
-      setConn("reconnecting");
-      retryTimer = setTimeout(connect, backoffMs + Math.random() * 500);
-      backoffMs = Math.min(backoffMs * 2, 30000);
-    };
-  }
-
-  function showBoard() {
-    $("login").hidden = true;
-    $("board").hidden = false;
-    $("logout").hidden = false;
-  }
-
-  function signOut(message = "") {
-    token = "";
-    localStorage.removeItem("kartech.token");
-    clearTimeout(retryTimer);
-    if (socket) {
-      const ws = socket;
-      socket = null;
-      ws.close();
-    }
-    machines.clear();
-    closeDetail();
-    setConn("signedOut");
-    $("board").hidden = true;
-    $("logout").hidden = true;
-    $("login").hidden = false;
-    $("login-error").textContent = message;
-    $("token").focus();
-  }
-
-  async function api(path) {
-    const res = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
-    if (res.status === 401) {
-      signOut(t("badToken"));
-      throw new Error(t("badToken"));
-    }
-    const body = await res.json();
-    if (!res.ok) throw new Error(body.detail || res.statusText);
-    return body;
-  }
-
-  // --- detail panel and chart -------------------------------------------------------------------------------
-  function renderDetailMeta() {
-    const m = machines.get(selected);
-    $("detail-title").textContent = m.name;
-    const rows = [
-      [t("state"), t(m.state) + " · " + t("since", { t: clock(m.state_since) })],
-      [t("id"), m.id], [t("driver"), m.driver], [t("lab"), m.lab || t("noLab")],
-      [t("connected"), m.connected ? t("yes") : t("no")],
-    ];
-    $("detail-meta").replaceChildren(...rows.map(([k, v]) => el("div", {}, el("dt", { text: k }),
-      el("dd", { text: v }))));
-  }
-
-  function openDetail(id) {
-    selected = id;
-    const m = machines.get(id);
-    renderDetailMeta();
-    const numeric = Object.keys(m.signals).filter((n) => typeof m.signals[n].value === "number");
-    const pick = $("chart-signal");
-    pick.replaceChildren(...numeric.map((n) => el("option", { value: n, text: n })));
-    pick.disabled = numeric.length === 0;
-    $("detail").hidden = false;
-    $("detail-close").focus();
-    if (numeric.length) loadChart(id, numeric[0]);
-    else {
-      chart = { machine: id, signal: null, points: [], unit: null };
-      drawChart();
-      $("chart-note").textContent = t("noNumeric");
-    }
-  }
-
-  function closeDetail() {
-    const wasOpen = selected;
-    selected = null;
-    $("detail").hidden = true;
-    if (wasOpen && cards.has(wasOpen)) cards.get(wasOpen).querySelector(".open").focus();
-  }
-
-  async function loadChart(id, signal) {
-    chart = { machine: id, signal, points: [], unit: machines.get(id).signals[signal]?.unit ?? null };
-    $("chart-note").textContent = t("loading");
-    drawChart();
+// an inline form with a note (and a duration for shelving) that replaces the buttons until sent or cancelled
+function actionForm(holder, kind, send, withDuration = false) {
+  const saved = [...holder.childNodes];
+  const note = el("input", { type: "text", name: "note", maxlength: "2000", "aria-label": t("note"),
+    placeholder: t("note") });
+  const minutes = withDuration ? el("select", { name: "minutes", "aria-label": t("duration") },
+    [15, 60, 240, 1440].map((m) => el("option", { value: m, text: m < 60 ? t("minutes", { n: m })
+      : t("hours", { n: m / 60 }) }))) : null;
+  const error = el("span", { class: "error", role: "alert" });
+  const form = el("form", { class: `inline-form ${kind}-form` }, note, minutes,
+    el("button", { type: "submit", class: "act", text: t(kind === "done" ? "markDone" : kind) }),
+    el("button", { type: "button", class: "act ghost", text: t("cancel"),
+      onclick: () => holder.replaceChildren(...saved) }), error);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
     try {
-      const q = new URLSearchParams({ signal, limit: "2000" });
-      const body = await api(`api/v1/machines/${encodeURIComponent(id)}/history?${q}`);
-      if (chart.machine !== id || chart.signal !== signal) return;
-      chart.points = body.points.filter((p) => typeof p.value === "number");
-      $("chart-note").textContent = chart.points.length ? t("lastHour", { n: chart.points.length })
-        : t("noHistory");
+      await send(note.value.trim(), minutes ? Number(minutes.value) : undefined);
+      holder.replaceChildren(...saved);
+      render();
     } catch (err) {
-      $("chart-note").textContent = err.message;
+      if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+      error.textContent = err.message;
     }
-    drawChart();
-  }
+  });
+  holder.replaceChildren(form);
+  note.focus();
+}
 
-  function drawChart() {
-    const canvas = $("chart");
-    const css = getComputedStyle(document.documentElement);
-    const ratio = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth || 300;
-    const h = canvas.clientHeight || 180;
-    canvas.width = Math.round(w * ratio);
-    canvas.height = Math.round(h * ratio);
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, w, h);
-    const pts = chart.points.map((p) => ({ x: Date.parse(p.ts), y: p.value, bad: p.quality === "bad" }));
-    canvas.setAttribute("aria-label", `${chart.signal || ""}: ${$("chart-note").textContent}`);
-    if (pts.length === 0) return;
-    const pad = { l: 8, r: 8, t: 18, b: 18 };
-    const xs = pts.map((p) => p.x);
-    const ys = pts.map((p) => p.y);
-    let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    if (x0 === x1) { x0 -= 1000; x1 += 1000; }
-    if (y0 === y1) { y0 -= 1; y1 += 1; }
-    const px = (x) => pad.l + ((x - x0) / (x1 - x0)) * (w - pad.l - pad.r);
-    const py = (y) => pad.t + (1 - (y - y0) / (y1 - y0)) * (h - pad.t - pad.b);
-    g.strokeStyle = css.getPropertyValue("--grid");
-    g.lineWidth = 1;
-    g.beginPath();
-    for (const y of [y0, y1]) { g.moveTo(pad.l, py(y)); g.lineTo(w - pad.r, py(y)); }
-    g.stroke();
-    g.strokeStyle = css.getPropertyValue("--accent");
-    g.lineWidth = 2;
-    g.beginPath();
-    let penDown = false;
-    for (const p of pts) {
-      if (p.bad) { penDown = false; continue; }
-      if (penDown) g.lineTo(px(p.x), py(p.y)); else g.moveTo(px(p.x), py(p.y));
-      penDown = true;
-    }
-    g.stroke();
-    g.fillStyle = css.getPropertyValue("--muted");
-    g.font = "12px system-ui, sans-serif";
-    g.fillText(formatValue(y1, chart.unit), pad.l, 12);
-    g.fillText(formatValue(y0, chart.unit), pad.l, h - 4);
-    const last = pts[pts.length - 1];
-    const label = formatValue(last.y, chart.unit);
-    g.fillStyle = css.getPropertyValue("--accent");
-    g.fillText(label, w - pad.r - g.measureText(label).width, 12);
+function renderBanner() {
+  const list = openAlerts();
+  const banner = $("alerts");
+  banner.hidden = site === null || site.caller.role === "partner";
+  const counts = SEVERITIES.map((s) => [s, list.filter((a) => a.severity === s).length]).filter(([, n]) => n);
+  $("alerts-counts").replaceChildren(...counts.map(([s, n]) =>
+    el("span", { class: `sevcount sev-${s}`, text: `${t(s)}: ${L.number(n)}` })));
+  $("alerts-counts").dataset.empty = String(!list.length);
+  // low-severity alerts (maintenance coming due and the like) fold away behind one line; the rest are always shown
+  const urgent = list.filter((a) => a.severity !== "low");
+  const low = list.filter((a) => a.severity === "low");
+  const items = (WALL ? list.slice(0, 2) : urgent).map(alertItem);
+  if (!WALL && low.length) {
+    const open = $("alerts-list").querySelector("details")?.open ?? false;
+    items.push(el("li", { class: "low-alerts" }, el("details", { open },
+      el("summary", { text: `${t("low")}: ${L.number(low.length)}` }),
+      el("ul", { class: "alerts-list" }, low.map(alertItem)))));
   }
+  $("alerts-list").replaceChildren(...(items.length ? items : [el("li", { class: "none", text: t("noAlerts") })]));
+  banner.dataset.worst = list[0]?.severity ?? "none";
+}
 
-  // --- language and wiring ----------------------------------------------------------------------------------
-  function applyLang() {
-    document.documentElement.lang = lang;
-    localStorage.setItem("kartech.lang", lang);
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-    for (const node of document.querySelectorAll("[data-i18n-label]")) {
-      node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+function flash(a) {
+  flashed.add(a.id);
+  const box = $("flash");
+  box.replaceChildren(el("strong", { text: t("critical") }), messageNode(a));
+  box.hidden = false;
+  clearTimeout(box.timer);
+  box.timer = setTimeout(() => { box.hidden = true; }, FLASH_S * 1000);
+  if (localStorage.getItem("kartech.sound") === "on") beep();
+}
+
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    for (let i = 0; i < 3; i += 1) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = 880;
+      gain.gain.value = 0.2;
+      osc.connect(gain).connect(audio.destination);
+      const at = audio.currentTime + i * 0.35;
+      osc.start(at);
+      osc.stop(at + 0.2);
     }
-    for (const b of document.querySelectorAll("[data-lang]")) {
-      b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
-    }
-    $("q").placeholder = t("searchHint");
-    const filter = $("state-filter");
-    const current = filter.value;
-    filter.replaceChildren(el("option", { value: "", text: t("allStates") }),
-      ...STATES.map((s) => el("option", { value: s, text: t(s) })));
-    filter.value = current;
-    setConn(conn);
-    if (machines.size) renderAll();
-    if (selected) { renderDetailMeta(); drawChart(); }
+  } catch { /* no audio device: the flash is enough */ }
+}
+
+// --- board -------------------------------------------------------------------------------------------------
+function hasHighAlert(id) {
+  return openAlerts(id).some((a) => a.severity === "critical" || a.severity === "high");
+}
+function rank(m) {
+  if (m.state === "error" || hasHighAlert(m.id)) return 0;
+  return STATES.indexOf(m.state);
+}
+function matches(m) {
+  const st = filters.state;
+  return (!filters.lab || m.lab === filters.lab) && (!filters.kind || m.kind === filters.kind)
+    && (!st || (st === "error" ? m.state === "error" || hasHighAlert(m.id) : m.state === st));
+}
+const sorted = () => [...machines.values()].sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
+
+function tileRow(m, spec) {
+  const s = sig(m, spec.signal);
+  if (!s) return null;
+  const target = spec.target ? sig(m, spec.target) : null;
+  let text;
+  if (target && typeof s.value === "number" && typeof target.value === "number") {
+    text = `${L.number(s.value, 0)}/${L.value(Math.round(target.value), s.unit)}`;
+  } else text = L.value(s.value, s.unit);
+  const q = s.quality || "good";
+  return el("div", { class: `sig q-${q}`, "data-signal": spec.signal },
+    el("dt", { text: L.signalName(spec.signal) }),
+    el("dd", {}, L.isNameSignal(spec.signal) ? name(text) : el("span", { class: "v", text }),
+      q === "good" ? null : el("span", { class: "qtag", text: t(q) })));
+}
+
+function jobInfo(m) {
+  if (!m.job || !L.kindSpec(m.kind).job) return null;
+  const progress = num(m, "progress_pct");
+  const since = Date.parse(m.job.since);
+  const elapsed = num(m, "elapsed_s") ?? (Number.isNaN(since) ? null : (Date.now() - since) / 1000);
+  const remaining = num(m, "remaining_s");
+  let finish = null;
+  if (remaining !== null) finish = Date.parse(sig(m, "remaining_s").ts) + remaining * 1000;
+  else if (progress > 0 && elapsed !== null) finish = Date.now() + (elapsed * (100 - progress)) / progress * 1000;
+  return { file: m.job.name, progress, layer: num(m, "layer"), layers: num(m, "total_layers"), elapsed, finish };
+}
+
+function jobCard(m, big = false) {
+  const j = jobInfo(m);
+  if (!j) return null;
+  const facts = [];
+  if (j.layer !== null && j.layers) facts.push(el("span", { class: "layer", text: t("layer", { x: L.number(j.layer), y: L.number(j.layers) }) }));
+  if (j.elapsed !== null) facts.push(el("span", { class: "elapsed", text: `${t("elapsed")} ${L.duration(j.elapsed)}` }));
+  if (j.finish !== null) facts.push(el("span", { class: "finish", text: `${t("finish")} ` }, el("time", { class: "clock", datetime: new Date(j.finish).toISOString(), text: L.clock(new Date(j.finish)) })));
+  return el("section", { class: big ? "job big" : "job", "aria-label": t("job") },
+    el("div", { class: "job-file" }, el("span", { class: "label", text: `${t("file")} ` }), name(j.file)),
+    j.progress === null ? null : el("div", { class: "job-progress" },
+      el("progress", { max: "100", value: String(j.progress), "aria-label": t("progress") }),
+      el("span", { class: "pct", text: `${L.number(j.progress, 0)}\u00a0%` })),
+    el("div", { class: "job-facts" }, facts));
+}
+
+function tile(m) {
+  const spec = L.kindSpec(m.kind);
+  const own = openAlerts(m.id);
+  const worst = own[0]?.severity;
+  return el("article", { class: `tile s-${m.state}${worst ? " has-" + worst : ""}`, "data-id": m.id,
+    "data-state": m.state, "data-rank": rank(m) },
+  el("header", {},
+    el("h3", {}, el("a", { class: "open name", href: `#/m/${encodeURIComponent(m.id)}`, text: m.name })),
+    el("span", { class: `badge s-${m.state}`, text: L.stateName(m.state) })),
+  el("p", { class: "meta", text: `${L.kindName(m.kind)} · ${L.labName(m.lab)}` }),
+  el("dl", { class: "signals" }, spec.tile.map((s) => tileRow(m, s))),
+  jobCard(m),
+  own.length ? el("ul", { class: "tile-alerts" }, own.slice(0, 2).map((a) =>
+    el("li", { class: `sev-${a.severity}` }, messageNode(a)))) : null,
+  el("p", { class: "seen", "data-ago": m.last_seen || "", text: t("seen", { t: L.ago(m.last_seen) }) }));
+}
+
+function options(values, label, current) {
+  return [el("option", { value: "", text: t("all") }),
+    ...values.map(([v, text]) => el("option", { value: v, text, selected: v === current }))];
+}
+
+function renderBoard(root) {
+  const list = sorted();
+  const counts = STATES.map((s) => [s, list.filter((m) => m.state === s).length]);
+  const labs = [...new Set(list.map((m) => m.lab).filter(Boolean))].sort();
+  const kinds = [...new Set(list.map((m) => m.kind))].sort();
+  const summary = el("ul", { class: "summary", "aria-label": t("summary") }, counts.map(([s, n]) =>
+    el("li", {}, el("button", { type: "button", class: `chip s-${s}`, "aria-pressed": String(filters.state === s),
+      "data-state": s, onclick: () => { filters.state = filters.state === s ? "" : s; render(); } },
+    el("span", { class: "n", text: L.number(n) }), ` ${L.stateName(s)}`))));
+  const pick = (key, label, values) => el("label", {}, el("span", { text: label }),
+    el("select", { id: `f-${key}`, onchange: (ev) => { filters[key] = ev.target.value; render(); } },
+      options(values, label, filters[key])));
+  const bar = el("form", { class: "filters", role: "search", "aria-label": t("filters"),
+    onsubmit: (ev) => ev.preventDefault() },
+  pick("lab", t("lab"), labs.map((l) => [l, L.labName(l)])),
+  pick("kind", t("kind"), kinds.map((k) => [k, L.kindName(k)])),
+  pick("state", t("state"), STATES.map((s) => [s, L.stateName(s)])));
+  const shown = list.filter(matches);
+  let page = shown;
+  let pager = null;
+  if (WALL) {
+    const per = wallCapacity();
+    const pages = Math.max(1, Math.ceil(shown.length / per));
+    wallPage %= pages;
+    page = shown.slice(wallPage * per, wallPage * per + per);
+    if (pages > 1) pager = el("p", { class: "pager", text: t("page", { n: wallPage + 1, total: pages }) });
   }
+  const grid = el("div", { class: "grid", id: "grid" }, page.map(tile));
+  root.replaceChildren(...[el("h2", { class: "visually-hidden", text: t("board") }), summary,
+    WALL ? null : bar, el("p", { class: "count", id: "count", text: t("shown", { n: shown.length, total: list.length }) }),
+    grid, pager].filter(Boolean));
+}
 
-  function init() {
-    for (const b of document.querySelectorAll("[data-lang]")) {
-      b.addEventListener("click", () => { lang = b.dataset.lang; applyLang(); });
-    }
-    $("login-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      token = $("token").value.trim();
-      $("token").value = "";
-      $("login-error").textContent = "";
-      localStorage.setItem("kartech.token", token);
-      connect();
-    });
-    $("logout").addEventListener("click", () => signOut());
-    $("filters").addEventListener("submit", (ev) => ev.preventDefault());
-    $("q").addEventListener("input", applyFilter);
-    $("state-filter").addEventListener("change", applyFilter);
-    $("labs").addEventListener("click", (ev) => {
-      const card = ev.target.closest(".card");
-      if (card) openDetail(card.dataset.id);
-    });
-    $("detail-close").addEventListener("click", closeDetail);
-    $("chart-signal").addEventListener("change", (ev) => loadChart(selected, ev.target.value));
-    document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && selected) closeDetail(); });
-    window.addEventListener("resize", () => { if (selected) drawChart(); });
-    fetch("api/v1/health").then((r) => r.json()).then((h) => {
-      $("site-name").textContent = h.site_name;
-      document.title = `${h.site_name} · Kartech Gateway`;
-    }).catch(() => {});
-    applyLang();
-    setInterval(tickTimes, 1000);
-    if (token) connect();
-    else signOut();
+function wallCapacity() {
+  const cols = Math.max(1, Math.floor(window.innerWidth / 370));
+  const rows = Math.max(1, Math.floor((window.innerHeight - 290) / 250));
+  document.documentElement.style.setProperty("--wall-cols", String(cols));
+  document.documentElement.style.setProperty("--wall-rows", String(rows));
+  return cols * rows;
+}
+
+// --- machine page ------------------------------------------------------------------------------------------
+function section(title, ...body) {
+  return el("section", { class: "panel" }, el("h3", { text: title }), ...body);
+}
+
+function renderMachine(root, id) {
+  const m = machines.get(id);
+  if (!m) { root.replaceChildren(el("p", { text: t("loading") })); return; }
+  const spec = L.kindSpec(m.kind);
+  const order = [...spec.tile.flatMap((s) => [s.signal, s.target]).filter(Boolean),
+    ...Object.keys(m.signals).sort()].filter((s, i, all) => all.indexOf(s) === i && m.signals[s]);
+  const values = el("dl", { class: "values" }, order.map((s) => el("div", { class: `sig q-${m.signals[s].quality}`,
+    "data-signal": s }, el("dt", { text: L.signalName(s) }),
+  el("dd", {}, L.isNameSignal(s) ? name(String(m.signals[s].value)) : L.value(m.signals[s].value, m.signals[s].unit)))));
+  const hours = el("div", { class: "hours", role: "group", "aria-label": t("charts") }, [1, 3, 12].map((h) =>
+    el("button", { type: "button", class: "act ghost", "aria-pressed": String(view.hours === h),
+      text: t("lastHours", { n: h }), onclick: () => { view.hours = h; view.series.clear(); render(); } })));
+  root.replaceChildren(...[
+    el("p", {}, el("a", { href: "#/", class: "back", text: `← ${t("back")}` })),
+    el("header", { class: `machine-head s-${m.state}` },
+      el("h2", {}, name(m.name)), el("span", { class: `badge s-${m.state}`, text: L.stateName(m.state) }),
+      el("p", { class: "meta" }, `${L.kindName(m.kind)} · ${L.labName(m.lab)} · ${t("since", { t: L.clock(m.state_since) })} · `,
+        el("span", { "data-ago": m.last_seen || "", text: t("seen", { t: L.ago(m.last_seen) }) }))),
+    openAlerts(id).length ? el("ul", { class: "alerts-list" }, openAlerts(id).map(alertItem)) : null,
+    jobCard(m, true),
+    el("div", { class: "columns" },
+      section(t("values"), values),
+      section(t("charts"), hours, el("div", { id: "charts", class: "charts" }),
+        el("h4", { text: t("timeline") }), el("div", { id: "timeline" }))),
+    el("div", { class: "columns" },
+      section(t("jobs"), el("div", { id: "jobs", text: t("loading") })),
+      section(t("mStatus"), el("div", { id: "m-tasks", text: t("loading") }),
+        el("h4", { text: t("mHistory") }), el("div", { id: "m-log" }))),
+    site.caller.role === "admin" ? section(t("usageMonth"), el("div", { id: "m-usage", text: t("loading") })) : null,
+  ].filter(Boolean));
+  loadCharts(m, spec);
+  loadTimelineAndJobs(m);
+  loadTasks(m.id);
+  if (site.caller.role === "admin") loadMachineUsage(m.id);
+}
+
+function windowMs() { const now = Date.now(); return [now - view.hours * 3600000, now]; }
+
+async function loadCharts(m, spec) {
+  const wanted = (spec.chart.length ? spec.chart : Object.keys(m.signals)
+    .filter((s) => typeof m.signals[s].value === "number").slice(0, 2)).filter((s) => m.signals[s]);
+  const [t0, t1] = windowMs();
+  for (const s of wanted) {
+    if (view.series.has(s)) continue;
+    view.series.set(s, []);
+    try {
+      const q = new URLSearchParams({ signal: s, start: new Date(t0).toISOString(), limit: "3000" });
+      const body = await auth.api(`api/v1/machines/${encodeURIComponent(m.id)}/history?${q}`);
+      view.series.set(s, body.points.filter((p) => typeof p.value === "number" && p.quality !== "bad")
+        .map((p) => ({ x: Date.parse(p.ts), y: p.value })));
+    } catch (err) { if (err instanceof auth.Unauthorized) return signOut(t("badToken")); }
   }
+  view.redraw = () => drawCharts(m.id, wanted);
+  view.redraw();
+  void t1;
+}
 
-  init();
-})();
+function drawCharts(id, wanted) {
+  const box = $("charts");
+  const m = machines.get(id);
+  if (!box || !m) return;
+  box.replaceChildren(...wanted.map((s) => el("figure", { class: "chart-box", "data-signal": s },
+    el("figcaption", { text: `${L.signalName(s)}, ${L.unitName(m.signals[s]?.unit) || "—"}` }),
+    lineChart(view.series.get(s) || [], { window: windowMs(), label: L.signalName(s),
+      unitText: L.unitName(m.signals[s]?.unit) }))));
+}
+
+async function loadTimelineAndJobs(m) {
+  const [t0, t1] = windowMs();
+  const q = (type, from) => new URLSearchParams({ machine: m.id, type, from: new Date(from).toISOString(),
+    limit: "500" });
+  try {
+    const states = await auth.api(`api/v1/events?${q("state", t0)}`);
+    const ends = await auth.api(`api/v1/events?${q("job_end", t1 - 24 * 3600000)}`);
+    const changes = states.slice().reverse();
+    const spans = [];
+    let from = t0;
+    let state = changes[0]?.data.from ?? m.state;
+    for (const e of changes) {
+      spans.push({ from, to: Date.parse(e.ts), state });
+      from = Date.parse(e.ts);
+      state = e.data.to;
+    }
+    spans.push({ from, to: t1, state: m.state });
+    $("timeline")?.replaceChildren(timeline(spans, { window: [t0, t1] }));
+    const rows = ends.map((e) => el("tr", {},
+      el("td", {}, name(e.data.job)), el("td", { text: L.clock(e.ts) }),
+      el("td", { text: L.duration(e.data.duration_s ?? 0) }), el("td", { text: t(e.data.result) })));
+    const running = m.job ? el("tr", { class: "running" }, el("td", {}, name(m.job.name)),
+      el("td", { text: t("since", { t: L.clock(m.job.since) }) }), el("td", { text: L.duration((Date.now() - Date.parse(m.job.since)) / 1000) }),
+      el("td", { text: L.stateName(m.state) })) : null;
+    $("jobs")?.replaceChildren(rows.length || running ? el("table", { class: "table" },
+      el("thead", {}, el("tr", {}, [t("file"), t("finish"), t("duration"), t("result")].map((h) => el("th", { text: h })))),
+      el("tbody", {}, running, rows)) : el("p", { text: t("noJobs") }));
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+    $("jobs")?.replaceChildren(el("p", { class: "error", text: err.message }));
+  }
+}
+
+function limitsText(task) {
+  return Object.entries(task.limits).map(([k, v]) =>
+    `${t(k)} ${L.number(v.used, 1)} / ${L.number(v.limit, 0)}`).join(" · ");
+}
+
+function taskRow(task, withMachine) {
+  const tools = el("td", { class: "tools" });
+  if (canAct()) {
+    tools.append(el("button", { type: "button", class: "act", text: t("markDone"), onclick: () =>
+      actionForm(tools, "done", async (note) => {
+        await auth.post(`api/v1/maintenance/${encodeURIComponent(task.machine)}/${encodeURIComponent(task.task)}/done`, { note });
+        $("toast").textContent = t("done_ok");
+      }) }));
+  }
+  return el("tr", { class: `task st-${task.status}`, "data-task": `${task.machine}/${task.task}` },
+    withMachine ? el("td", {}, el("a", { class: "name", href: `#/m/${encodeURIComponent(task.machine)}`, text: machineName(task.machine) })) : null,
+    el("td", {}, name(task.name)),
+    el("td", {}, el("span", { class: `status st-${task.status}`, text: t(task.status) })),
+    el("td", { class: "use" }, el("progress", { max: "100", value: String(Math.min(100, task.pct)), "aria-label": t("used") }),
+      el("span", { text: ` ${L.number(task.pct, 0)}\u00a0% · ${limitsText(task)}` })),
+    el("td", { class: "last-done" }, task.last_done ? `${L.dateTime(task.last_done.at)} · ${t("by")} ` : t("nobody"),
+      task.last_done ? name(task.last_done.by) : null), tools);
+}
+
+function tasksTable(tasks, withMachine) {
+  if (!tasks.length) return el("p", { text: t("noTasks") });
+  const heads = [withMachine ? t("machine") : null, t("task"), t("status"), t("used"), t("lastDone"), ""].filter((h) => h !== null);
+  return el("table", { class: "table tasks" }, el("thead", {}, el("tr", {}, heads.map((h) => el("th", { text: h })))),
+    el("tbody", {}, tasks.map((x) => taskRow(x, withMachine))));
+}
+
+async function loadTasks(id) {
+  try {
+    const tasks = await auth.api(`api/v1/maintenance?machine=${encodeURIComponent(id)}`);
+    const log = await auth.api(`api/v1/maintenance/log?machine=${encodeURIComponent(id)}&limit=20`);
+    $("m-tasks")?.replaceChildren(tasksTable(tasks, false));
+    $("m-log")?.replaceChildren(log.length ? el("ul", { class: "log" }, log.map((e) => el("li", {},
+      `${L.dateTime(e.at)} · `, name(planNames.get(e.task) ?? e.task), ` · ${t("by")} `, name(e.by),
+      e.note ? el("q", { text: e.note }) : null))) : el("p", { text: t("noData") }));
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+    $("m-tasks")?.replaceChildren(el("p", { class: "error", text: err.message }));
+  }
+}
+
+const usageSum = (entries) => entries.reduce((acc, e) => acc + e.sign * e.running_s, 0);
+
+async function loadMachineUsage(id) {
+  try {
+    const body = await auth.api(`api/v1/usage?month=${L.siteMonth()}`);
+    const mine = body.entries.filter((e) => e.machine === id);
+    $("m-usage")?.replaceChildren(el("p", { class: "big-number" }, `${t("runningTime")}: ${L.duration(usageSum(mine))} · ${t("entries")}: ${L.number(mine.length)}`));
+  } catch (err) {
+    $("m-usage")?.replaceChildren(el("p", { text: err.status === 403 ? t("noAccess") : err.message }));
+  }
+}
+
+// --- maintenance and billing pages --------------------------------------------------------------------------
+async function renderMaintenance(root) {
+  root.replaceChildren(el("h2", { text: t("maintenance") }), el("div", { id: "tasks", text: t("loading") }));
+  try {
+    const tasks = (await auth.api("api/v1/maintenance")).sort((a, b) =>
+      ["due", "due_soon", "ok"].indexOf(a.status) - ["due", "due_soon", "ok"].indexOf(b.status) || b.pct - a.pct);
+    for (const x of tasks) planNames.set(x.task, x.name);
+    const due = tasks.filter((x) => x.status === "due").length;
+    const soon = tasks.filter((x) => x.status === "due_soon").length;
+    $("tasks")?.replaceChildren(el("p", { class: "summary-line" },
+      el("span", { class: "status st-due", text: t("due_n", { n: L.number(due) }) }), " ",
+      el("span", { class: "status st-due_soon", text: t("due_soon_n", { n: L.number(soon) }) })),
+    tasksTable(tasks, true));
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+    $("tasks")?.replaceChildren(el("p", { class: "error", text: err.message }));
+  }
+}
+
+async function renderBilling(root) {
+  root.replaceChildren(el("h2", { text: t("billing") }), el("div", { id: "bill", text: t("loading") }));
+  const caller = site.caller;
+  try {
+    const partners = caller.role === "partner" ? [{ id: caller.partner, name: caller.partner_name || caller.partner }]
+      : await auth.api("api/v1/partners");
+    const months = [0, 1, 2].map((n) => L.siteMonth(new Date(), n));
+    const docLang = L.getLang() === "en" ? "en" : "ru";
+    const statements = el("table", { class: "table statements" },
+      el("thead", {}, el("tr", {}, [t("partner"), t("month"), t("download")].map((h) => el("th", { text: h })))),
+      el("tbody", {}, partners.flatMap((p) => months.map((mo) => el("tr", { "data-partner": p.id, "data-month": mo },
+        el("td", {}, name(p.name)), el("td", { text: L.monthName(mo) }),
+        el("td", { class: "tools" }, ["csv", "html", "pdf"].map((f) => el("button", { type: "button", class: "act ghost",
+          "aria-label": `${t("download")} ${f.toUpperCase()} ${L.monthName(mo)}`,
+          text: f.toUpperCase(), onclick: () => auth.download(
+            `api/v1/billing/statements/${encodeURIComponent(p.id)}/${mo}?format=${f}&lang=${docLang}`,
+            `${p.id}-${mo}.${f}`).catch((err) => { $("toast").textContent = err.message; }) }))))))));
+    const usage = await auth.api(`api/v1/usage?month=${months[0]}`);
+    const names = new Map(partners.map((p) => [p.id, p.name]));
+    const rows = usage.entries.map((e) => el("tr", { "data-partner": e.partner ?? "" },
+      el("td", {}, name(machineName(e.machine))), el("td", {}, name(e.job ?? "—")),
+      el("td", {}, e.partner ? name(names.get(e.partner) ?? e.partner) : t("unattributed")),
+      el("td", { text: L.dateTime(e.start) }), el("td", { text: L.duration(e.sign * e.running_s) })));
+    $("bill")?.replaceChildren(
+      section(t("statements"), statements),
+      section(`${t("usage")}: ${L.monthName(months[0])}`, rows.length ? el("table", { class: "table usage" },
+        el("thead", {}, el("tr", {}, [t("machine"), t("job"), t("partner"), t("start"), t("runningTime")].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rows)) : el("p", { text: t("noUsage") })));
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+    $("bill")?.replaceChildren(el("p", { class: "error", text: err.status === 403 ? t("noAccess") : err.message }));
+  }
+}
+
+// --- routing and rendering ---------------------------------------------------------------------------------
+function route() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  if (WALL) return { name: "board" };
+  if (hash.startsWith("m/")) return { name: "machine", id: decodeURIComponent(hash.slice(2)) };
+  if (hash === "maintenance" || hash === "billing") return { name: hash };
+  return { name: site?.caller.role === "partner" ? "billing" : "board" };
+}
+
+function render() {
+  if (!site) return;
+  const r = route();
+  if (r.name !== view.name || r.id !== view.id) {
+    view = { name: r.name, id: r.id ?? null, hours: view.hours, series: new Map(), redraw: null };
+    window.scrollTo(0, 0);
+  }
+  for (const a of document.querySelectorAll("nav a[data-view]")) {
+    if (a.dataset.view === r.name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  renderBanner();
+  const root = $("view");
+  if (r.name === "board") renderBoard(root);
+  else if (r.name === "machine") renderMachine(root, r.id);
+  else if (r.name === "maintenance") renderMaintenance(root);
+  else renderBilling(root);
+}
+
+// only what changed when a machine reports: its tile (or page) and the counts
+function onMachine(m) {
+  const isNew = !machines.has(m.id);
+  machines.set(m.id, m);
+  if (view.name === "board") {
+    const old = document.querySelector(`.tile[data-id="${CSS.escape(m.id)}"]`);
+    if (isNew || !old || (WALL && rank(m) !== Number(old.dataset.rank ?? rank(m)))) return renderBoard($("view"));
+    if (old.contains(document.activeElement)) return; // keep the keyboard focus where it is
+    if (!matches(m)) return renderBoard($("view"));
+    old.replaceWith(tile(m));
+    for (const s of STATES) {
+      const n = document.querySelector(`.chip[data-state="${s}"] .n`);
+      if (n) n.textContent = L.number([...machines.values()].filter((x) => x.state === s).length);
+    }
+  } else if (view.name === "machine" && view.id === m.id) {
+    for (const [s, pts] of view.series) {
+      const v = m.signals[s];
+      if (v && typeof v.value === "number" && v.quality !== "bad") pts.push({ x: Date.parse(v.ts), y: v.value });
+    }
+    const focusInside = $("view").contains(document.activeElement) && document.activeElement !== document.body;
+    if (!focusInside) {
+      const head = document.querySelector(".machine-head");
+      if (head) {
+        head.className = `machine-head s-${m.state}`;
+        head.querySelector(".badge").textContent = L.stateName(m.state);
+      }
+      for (const dd of document.querySelectorAll(".values .sig")) {
+        const v = m.signals[dd.dataset.signal];
+        if (v && !L.isNameSignal(dd.dataset.signal)) dd.querySelector("dd").textContent = L.value(v.value, v.unit);
+      }
+      const job = document.querySelector(".job.big");
+      const fresh = jobCard(m, true);
+      if (job && fresh) job.replaceWith(fresh);
+    }
+    view.redraw?.();
+  }
+}
+
+function setConn(state) {
+  conn = state;
+  $("conn").dataset.conn = state;
+  document.body.dataset.conn = state;
+  $("conn-text").textContent = t(state);
+}
+
+function connect() {
+  clearTimeout(retryTimer);
+  const url = new URL("api/v1/live", location.href);
+  url.search = "";
+  url.hash = "";
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  setConn(conn === "reconnecting" ? "reconnecting" : "connecting");
+  const ws = new WebSocket(url);
+  socket = ws;
+  ws.onopen = () => { const hello = auth.liveHello(); if (hello) ws.send(hello); };
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "snapshot") {
+      backoffMs = 1000;
+      machines.clear();
+      for (const m of msg.machines) machines.set(m.id, m);
+      setConn("live");
+      loadAlerts().then(render);
+    } else if (msg.type === "machine") onMachine(msg.machine);
+    else if (msg.type === "alert") {
+      takeAlert(msg.alert, msg.transition === "raised");
+      renderBanner();
+      if (view.name === "board") renderBoard($("view"));
+    } else if (msg.type === "event" && view.name === "machine" && msg.event.machine === view.id
+      && ["state", "job_end", "job_start"].includes(msg.event.type)) {
+      const m = machines.get(view.id);
+      if (m) loadTimelineAndJobs(m);
+    }
+  };
+  ws.onclose = (ev) => {
+    if (socket !== ws) return;
+    socket = null;
+    if (ev.code === 4401) return signOut(t("badToken"));
+    setConn("reconnecting");
+    retryTimer = setTimeout(connect, backoffMs + Math.random() * 500);
+    backoffMs = Math.min(backoffMs * 2, 30000);
+  };
+}
+
+async function loadAlerts() {
+  try {
+    const [open, tasks] = await Promise.all([auth.api("api/v1/alerts?state=open"), auth.api("api/v1/maintenance")]);
+    for (const x of tasks) planNames.set(x.task, x.name);
+    alerts.clear();
+    for (const a of open) takeAlert(a, false);
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) signOut(t("badToken"));
+  }
+}
+
+async function start() {
+  if (!auth.mayBeSignedIn()) return signOut();
+  try {
+    site = await auth.api("api/v1/site");
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) return signOut(auth.token() ? t("badToken") : "");
+    $("login-error").textContent = err.message;
+    return;
+  }
+  L.setZone(site.timezone);
+  $("site-name").textContent = site.name;
+  document.title = `${site.name} · Kartech`;
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = !auth.token();
+  const partner = site.caller.role === "partner";
+  for (const a of document.querySelectorAll("nav a[data-view]")) {
+    a.hidden = partner ? a.dataset.view !== "billing" : a.dataset.view === "billing" && site.caller.role !== "admin";
+  }
+  tick();
+  if (partner) { setConn("live"); render(); } else connect();
+}
+
+function signOut(message = "") {
+  auth.forgetToken();
+  clearTimeout(retryTimer);
+  if (socket) { const ws = socket; socket = null; ws.close(); }
+  site = null;
+  machines.clear();
+  alerts.clear();
+  setConn("signedOut");
+  $("app").hidden = true;
+  $("alerts").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("token").focus();
+}
+
+function tick() {
+  if (site) {
+    $("zone-clock").textContent = L.clock(new Date());
+    $("zone-name").textContent = `${t("zone")}, ${L.zoneOffset()}`;
+    $("zone").title = site.timezone;
+  }
+  for (const node of document.querySelectorAll("[data-ago]")) {
+    if (node.dataset.ago) node.textContent = t("seen", { t: L.ago(node.dataset.ago) });
+  }
+}
+
+function applyLang() {
+  L.setLang(L.getLang());
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  for (const b of document.querySelectorAll("[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === L.getLang()));
+  $("sound").setAttribute("aria-pressed", String(localStorage.getItem("kartech.sound") === "on"));
+  setConn(conn);
+  tick();
+  render();
+}
+
+async function init() {
+  if (WALL) document.body.classList.add("wall");
+  $("sound").hidden = !WALL;
+  for (const b of document.querySelectorAll("[data-lang]")) {
+    b.addEventListener("click", () => { L.setLang(b.dataset.lang); applyLang(); });
+  }
+  $("sound").addEventListener("click", () => {
+    const on = localStorage.getItem("kartech.sound") !== "on";
+    localStorage.setItem("kartech.sound", on ? "on" : "off");
+    $("sound").setAttribute("aria-pressed", String(on));
+    if (on) beep(); // the click lets the browser start audio; the beep says it works
+  });
+  $("flash").addEventListener("click", () => { $("flash").hidden = true; });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") $("flash").hidden = true; });
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    auth.saveToken($("token").value.trim());
+    $("token").value = "";
+    $("login-error").textContent = "";
+    start();
+  });
+  $("logout").addEventListener("click", () => signOut());
+  window.addEventListener("hashchange", render);
+  window.addEventListener("resize", () => { if (WALL) render(); else view.redraw?.(); });
+  fetch("api/v1/health").then((r) => r.json()).then((h) => { if (!site) $("site-name").textContent = h.site_name; })
+    .catch(() => {});
+  L.setVocab(await (await fetch("static/kinds.json")).json());
+  applyLang();
+  setInterval(tick, 1000);
+  if (WALL) setInterval(() => { wallPage += 1; if (view.name === "board") renderBoard($("view")); }, WALL_PAGE_S * 1000);
+  start();
+}
+
+init();
