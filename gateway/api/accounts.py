@@ -398,7 +398,8 @@ def add_token(name: Name, body: TokenIn, request: Request, who: Admin) -> NewTok
 
 @admin.delete("/api/v1/users/{name}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
               response_class=Response, responses={404: _error("unknown user or token")})
-def revoke_token(name: Name, token_id: int, request: Request, who: Admin) -> Response:
+def revoke_token(name: Name, token_id: Annotated[int, PathParam(ge=1, le=2**63 - 1, description="token id")],
+                 request: Request, who: Admin) -> Response:
     """Revoke one API token of a user."""
     try:
         _accounts(request).revoke_token(name, token_id, by=who.name, address=client_address(request))
@@ -407,7 +408,8 @@ def revoke_token(name: Name, token_id: int, request: Request, who: Admin) -> Res
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@admin.post("/api/v1/kiosks/pair", response_model=PairingOut, status_code=status.HTTP_201_CREATED)
+@admin.post("/api/v1/kiosks/pair", response_model=PairingOut, status_code=status.HTTP_201_CREATED,
+            responses={400: _error("the body (optional) is not JSON")})
 def pairing_code(request: Request, who: Admin, body: KioskIn | None = None) -> PairingOut:
     """A pairing code for a wall screen: valid ten minutes, single use. The screen opens /pair and types it (or
     opens `link`) and stays signed in as the kiosk user (read-only board, no billing) until that user is

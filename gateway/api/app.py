@@ -130,9 +130,10 @@ protected = APIRouter(dependencies=[Depends(current_principal)],
 
 
 @public.get("/api/v1/health", tags=["gateway"])
-def health(ctx: Ctx) -> dict[str, Any]:
+def health(ctx: Ctx, request: Request) -> dict[str, Any]:
     """Open to everyone (load balancers, uptime checks). `status` is `degraded` when the gateway reports
-    problems (`problems`: a non-empty list) or an explicit `status` of its own."""
+    problems (`problems`: a non-empty list) or an explicit `status` of its own. `accounts`: people sign in at
+    /login (false: the gateway has no business store, and its page asks for a site-file token)."""
     try:
         details = dict(ctx.health())
     except Exception as err:
@@ -142,7 +143,7 @@ def health(ctx: Ctx) -> dict[str, Any]:
     problems = details.get("problems")
     status_text = details.pop("status", None) or ("degraded" if problems else "ok")
     return {"status": status_text, "site": ctx.site_id, "site_name": ctx.site_name, "version": ctx.version,
-            **details}
+            "accounts": accounts_of(request) is not None, **details}
 
 
 @public.get("/", include_in_schema=False)

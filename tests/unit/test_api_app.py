@@ -152,7 +152,7 @@ def test_require_role_needs_a_role() -> None:
 # --- health and page --------------------------------------------------------------------------------------
 def test_health_is_ok_and_carries_the_gateways_details(client: TestClient) -> None:
     assert client.get("/api/v1/health").json() == {
-        "status": "ok", "site": "krg", "site_name": "Kartech Karaganda", "version": "0.1.0",
+        "status": "ok", "site": "krg", "site_name": "Kartech Karaganda", "version": "0.1.0", "accounts": False,
         "outbox_queued": 0,
     }
 

@@ -101,6 +101,33 @@ MATRIX: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/billing/months"): [Case("/api/v1/billing/months", (*ADMIN_ONLY, 200))],
     ("POST", "/api/v1/billing/months/{month}/close"): [
         Case("/api/v1/billing/months/2025-03/close", (*ADMIN_ONLY, 200))],
+    # check-ins: technicians and admins for anyone, a partner for its own users (state carries over: acme's user
+    # is checked in by the partner, so the others find the machine taken, and the partner checks out)
+    ("POST", "/api/v1/machines/{machine}/checkin"): [
+        Case("/api/v1/machines/fdm-01/checkin", (401, 403, 201, 409, 409), {"user": "aigerim"}),
+        Case("/api/v1/machines/nope/checkin", (401, 404, 404, 404, 404), {"user": "aigerim"})],
+    ("GET", "/api/v1/checkins"): [Case("/api/v1/checkins", (401, 403, 200, 200, 200))],
+    ("POST", "/api/v1/machines/{machine}/checkout"): [
+        Case("/api/v1/machines/fdm-01/checkout", (401, 403, 200, 404, 404))],
+    # the billing catalog: admins only
+    ("POST", "/api/v1/partners"): [Case("/api/v1/partners", (*ADMIN_ONLY, 201),
+                                        {"id": "m-partner", "name": "Matrix partner", "tier": "startup"})],
+    ("PATCH", "/api/v1/partners/{partner_id}"): [Case("/api/v1/partners/m-partner", (*ADMIN_ONLY, 200),
+                                                      {"discount_pct": 5})],
+    ("GET", "/api/v1/projects"): [Case("/api/v1/projects", (*ADMIN_ONLY, 200))],
+    ("POST", "/api/v1/projects"): [Case("/api/v1/projects", (*ADMIN_ONLY, 201),
+                                        {"id": "m-project", "partner": "m-partner", "name": "Matrix project"})],
+    ("GET", "/api/v1/billing/users"): [Case("/api/v1/billing/users", (*ADMIN_ONLY, 200))],
+    ("POST", "/api/v1/billing/users"): [Case("/api/v1/billing/users", (*ADMIN_ONLY, 201),
+                                             {"id": "m-user", "name": "Matrix user", "partner": "m-partner"})],
+    ("PATCH", "/api/v1/billing/users/{user_id}"): [Case("/api/v1/billing/users/m-user", (*ADMIN_ONLY, 200),
+                                                        {"badges": ["0A0B0C0D"]})],
+    ("GET", "/api/v1/rates"): [Case("/api/v1/rates", (*ADMIN_ONLY, 200))],
+    ("POST", "/api/v1/rates"): [Case("/api/v1/rates", (*ADMIN_ONLY, 201),
+                                     {"id": "m-rate", "kinds": ["furnace"], "per_running_hour": 100})],
+    ("PATCH", "/api/v1/rates/{ref}"): [Case("/api/v1/rates/m-rate", (*ADMIN_ONLY, 200), {"per_running_hour": 120})],
+    ("GET", "/api/v1/billing/changes"): [Case("/api/v1/billing/changes", (*ADMIN_ONLY, 200))],
+    ("GET", "/api/v1/site"): [Case("/api/v1/site", (401, 200, 200, 200, 200))],
 }
 
 # routes outside the OpenAPI document: pages (no redirects followed: 303 is the way to the login page)

@@ -276,7 +276,7 @@ function renderBoard(root) {
 
 function wallCapacity() {
   const cols = Math.max(1, Math.floor(window.innerWidth / 370));
-  const rows = Math.max(1, Math.floor((window.innerHeight - 290) / 250));
+  const rows = Math.max(1, Math.floor((window.innerHeight - 290) / 195));
   document.documentElement.style.setProperty("--wall-cols", String(cols));
   document.documentElement.style.setProperty("--wall-rows", String(rows));
   return cols * rows;
@@ -621,8 +621,12 @@ async function loadAlerts() {
 }
 
 async function start() {
-  if (!auth.mayBeSignedIn()) return signOut();
+  // with accounts the gateway sent the browser to /login unless it had a session; without, a token is asked for
+  if (!auth.token() && !(await fetch("api/v1/health").then((r) => r.json()).catch(() => ({}))).accounts) {
+    return signOut();
+  }
   try {
+    await auth.whoAmI();
     site = await auth.api("api/v1/site");
   } catch (err) {
     if (err instanceof auth.Unauthorized) return signOut(auth.token() ? t("badToken") : "");
@@ -634,7 +638,7 @@ async function start() {
   document.title = `${site.name} · Kartech`;
   $("login").hidden = true;
   $("app").hidden = false;
-  $("logout").hidden = !auth.token();
+  $("logout").hidden = false;
   const partner = site.caller.role === "partner";
   for (const a of document.querySelectorAll("nav a[data-view]")) {
     a.hidden = partner ? a.dataset.view !== "billing" : a.dataset.view === "billing" && site.caller.role !== "admin";
@@ -643,8 +647,11 @@ async function start() {
   if (partner) { setConn("live"); render(); } else connect();
 }
 
-function signOut(message = "") {
+async function signOut(message = "", { server = false } = {}) {
+  const session = auth.viaSession();
+  if (server) await auth.logout();
   auth.forgetToken();
+  if (session) return auth.toLogin(); // signed out, or the session ended: sign in again, then come back
   clearTimeout(retryTimer);
   if (socket) { const ws = socket; socket = null; ws.close(); }
   site = null;
@@ -702,7 +709,7 @@ async function init() {
     $("login-error").textContent = "";
     start();
   });
-  $("logout").addEventListener("click", () => signOut());
+  $("logout").addEventListener("click", () => signOut("", { server: true }));
   window.addEventListener("hashchange", render);
   window.addEventListener("resize", () => { if (WALL) render(); else view.redraw?.(); });
   fetch("api/v1/health").then((r) => r.json()).then((h) => { if (!site) $("site-name").textContent = h.site_name; })

@@ -1,7 +1,8 @@
 // Every place where the web page proves who it is, in one module.
-// Today: a bearer token typed once and kept in localStorage. With a session cookie (set by a login page), requests
-// carry the cookie (credentials: "same-origin") and unsafe ones an X-CSRF-Token header copied from the
-// `kartech_csrf` cookie; both work side by side, so the page keeps working whichever the gateway offers.
+// People sign in at /login: the session cookie (HttpOnly) goes with every request (credentials: "same-origin"), and
+// unsafe requests carry the session's CSRF token, which GET /api/v1/me hands out (`whoAmI`). A gateway without
+// accounts (no business store) serves the page without a login; it then asks for a site-file token, kept in
+// localStorage and sent as a bearer header.
 const TOKEN_KEY = "kartech.token";
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -11,17 +12,27 @@ export const token = () => localStorage.getItem(TOKEN_KEY) || "";
 export const saveToken = (value) => localStorage.setItem(TOKEN_KEY, value);
 export const forgetToken = () => localStorage.removeItem(TOKEN_KEY);
 
-function csrfCookie() {
-  const hit = document.cookie.split("; ").find((c) => c.startsWith("kartech_csrf="));
-  return hit ? decodeURIComponent(hit.slice("kartech_csrf=".length)) : "";
+let me = null; // the caller as GET /api/v1/me answered: name, role, partner, via (session | token | site-token)
+
+export async function whoAmI() {
+  me = await api("api/v1/me");
+  return me;
+}
+
+// the session's own way out: the login page, which comes back here afterwards
+export const viaSession = () => Boolean(me && me.via === "session");
+export const toLogin = () => location.assign(
+  `/login?next=${encodeURIComponent(location.pathname + location.search + location.hash)}`);
+export async function logout() {
+  if (viaSession()) { try { await post("api/v1/logout", {}); } catch { /* the session is gone anyway */ } }
+  me = null;
 }
 
 export function authorised(init = {}) {
   const method = (init.method || "GET").toUpperCase();
   const headers = new Headers(init.headers || {});
   if (token()) headers.set("Authorization", `Bearer ${token()}`);
-  const csrf = csrfCookie();
-  if (csrf && !SAFE.has(method)) headers.set("X-CSRF-Token", csrf);
+  if (me && me.csrf_token && !SAFE.has(method)) headers.set("X-CSRF-Token", me.csrf_token);
   return { ...init, method, headers, credentials: "same-origin" };
 }
 
@@ -42,10 +53,6 @@ export async function api(path, init = {}) {
 
 export const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" },
   body: JSON.stringify(body) });
-
-// whether the page may hold credentials at all: a token, or the readable CSRF cookie of a session (the session
-// cookie itself is HttpOnly); without either, asking the API would only be answered 401
-export const mayBeSignedIn = () => Boolean(token() || csrfCookie());
 
 // the first frame of the live WebSocket: the token (a browser cannot set headers on a WebSocket); none with a cookie
 export const liveHello = () => (token() ? JSON.stringify({ type: "auth", token: token() }) : null);

@@ -66,7 +66,8 @@
         body: JSON.stringify(body),
       });
       if (r.ok) {
-        location.replace(next);
+        // the page's own place (#/m/x1c-01) never reaches the server, so it rides along on this page's address
+        location.replace(!pairing && location.hash && !next.includes("#") ? next + location.hash : next);
         return;
       }
       let detail = "";
