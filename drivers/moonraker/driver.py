@@ -165,8 +165,10 @@ class Session:
         """Klippy's next state: a notify_klippy_* notification; while it is not ready, also server.info every 2 s."""
         while True:
             try:
-                return await asyncio.wait_for(self.klippy_events.get(),
-                                              None if current == "ready" else KLIPPY_POLL_S)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as
+                # the awaited result does, and a loop around it then never ends (the driver could not be stopped)
+                async with asyncio.timeout(None if current == "ready" else KLIPPY_POLL_S):
+                    return await self.klippy_events.get()
             except TimeoutError:
                 new = await self._server_info()
                 if new != current:
@@ -214,7 +216,8 @@ class Session:
         self.pending[req_id] = (fut, on_result)
         try:
             await self.ws.send(rpc.request(method, req_id, params))
-            return await asyncio.wait_for(fut, self.m.request_timeout_s)
+            async with asyncio.timeout(self.m.request_timeout_s):
+                return await fut
         except TimeoutError as err:
             raise DriverUnavailable(f"{self.d.where()} did not answer {method} within "
                                     f"{self.m.request_timeout_s:g} s") from err
@@ -226,10 +229,12 @@ class Session:
         """Every frame in order; when nothing was sent for expected_interval_s, the current values again."""
         quiet_s = self.m.expected_interval_s
         while True:
+            frame = None
             try:
-                frame = await asyncio.wait_for(self.ws.recv(), quiet_s)
+                async with asyncio.timeout(quiet_s):  # not wait_for: see _next_klippy
+                    frame = await self.ws.recv()
             except TimeoutError:
-                frame = None
+                pass
             if frame is not None:
                 await self._handle(rpc.decode(frame))
             if self.readable and time.monotonic() - self.last_emit >= quiet_s:
