@@ -37,6 +37,14 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
                         ru="{machine_name}: {value} {unit}, перегрев выше уставки (предел {limit} {unit})."),
     ),
     ConditionRule(
+        # a Bambu Lab printer's HMS codes (drivers/bambu: `hms`, e.g. HMS_0300_0200_0001_0003), as the alert's value
+        id="printer-hms", type="condition", severity="medium", kinds=["printer"], on_delay_s=0.0,
+        when=[Check(signal="hms", present=True)],
+        message=Message(
+            en="{machine_name}: the printer reports {value} — look the code up in the maker's HMS wiki.",
+            ru="{machine_name}: принтер сообщает о неисправности {value} — найдите код в HMS-справке производителя."),
+    ),
+    ConditionRule(
         id="furnace-door-open-heating", type="condition", severity="critical", kinds=["furnace"], on_delay_s=2.0,
         when=[Check(signal="door_open", equals=True), Check(signal="heater_pct", above=5.0)],
         message=Message(en="{machine_name}: door open while heating.",

@@ -51,6 +51,8 @@ def check_holds(check: Check, signals: Mapping[str, SignalValue]) -> bool | None
     sv = signals.get(check.signal)
     if sv is None or sv.quality is Quality.BAD or sv.value is None:
         return None
+    if check.present is not None:
+        return (str(sv.value).strip() != "") == check.present
     if check.equals is not None:
         want, got = check.equals, sv.value
         if isinstance(want, bool) or isinstance(got, bool):

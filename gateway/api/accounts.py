@@ -254,6 +254,7 @@ def login_page() -> FileResponse:
 
 # --- logging in -------------------------------------------------------------------------------------------
 public = APIRouter(tags=["accounts"], responses={
+    400: _error("the body is not JSON"),
     403: _error("a browser request from another origin"), 422: _error("the body is not valid"),
     429: _error("too many failed attempts from this user name or address; Retry-After says when to try again"),
     503: _error("accounts are not available (no business store)")})
@@ -330,7 +331,7 @@ def logout(request: Request, who: Caller) -> Response:
 
 # --- admins -----------------------------------------------------------------------------------------------
 admin = APIRouter(tags=["accounts"], dependencies=[Depends(require_role("admin"))],
-                  responses={401: _error("missing or bad credentials"),
+                  responses={400: _error("the body is not JSON"), 401: _error("missing or bad credentials"),
                              403: _error("not an admin, or a cookie-authenticated request without its CSRF token"),
                              422: _error("a parameter or the body is not valid; `detail` says which and why"),
                              503: _error("accounts are not available (no business store)")})
@@ -408,8 +409,7 @@ def revoke_token(name: Name, token_id: Annotated[int, PathParam(ge=1, le=2**63 -
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@admin.post("/api/v1/kiosks/pair", response_model=PairingOut, status_code=status.HTTP_201_CREATED,
-            responses={400: _error("the body (optional) is not JSON")})
+@admin.post("/api/v1/kiosks/pair", response_model=PairingOut, status_code=status.HTTP_201_CREATED)
 def pairing_code(request: Request, who: Admin, body: KioskIn | None = None) -> PairingOut:
     """A pairing code for a wall screen: valid ten minutes, single use. The screen opens /pair and types it (or
     opens `link`) and stays signed in as the kiosk user (read-only board, no billing) until that user is

@@ -177,14 +177,16 @@ class Check(Strict):
     above: float | None = Field(default=None, description="True when the value is above this.")
     below: float | None = Field(default=None, description="True when the value is below this.")
     equals: bool | float | str | None = Field(default=None, description="True when the value equals this.")
+    present: bool | None = Field(default=None, description="true: true while the signal has a value (a text not "
+                                 "empty), e.g. a printer's error codes; false: while it has none.")
 
     @model_validator(mode="after")
     def _one(self) -> Check:
-        given = [k for k in ("above", "below", "equals") if getattr(self, k) is not None]
+        given = [k for k in ("above", "below", "equals", "present") if getattr(self, k) is not None]
         if not given:
-            raise ValueError("needs one of above, below or equals")
-        if "equals" in given and len(given) > 1:
-            raise ValueError("use either equals or above/below, not both")
+            raise ValueError("needs one of above, below, equals or present")
+        if ("equals" in given or "present" in given) and len(given) > 1:
+            raise ValueError("use one of equals, present or above/below, not several")
         return self
 
 

@@ -246,5 +246,9 @@ async def test_a_fatal_hms_code_reaches_the_gateway_as_an_error_with_its_code_an
                         if a["rule"] == "machine-error" and a["machine"] == "p1s-01"]
 
             await until(alerted, "the machine-error alert", 10)
+            # and the code itself is an alert of its own, carrying it (drivers/bambu: hms)
+            hms = [a for a in (await api.get("/api/v1/alerts")).json()
+                   if a["rule"] == "printer-hms" and a["machine"] == "p1s-01"]
+            assert [a["value"] for a in hms] == ["HMS_0300_0200_0001_0003"]
             lab.set_hms("p1s-01", [])
             await until(lambda: rt.stage.machine("p1s-01")["state"] == "idle", "the error cleared", 10)

@@ -335,3 +335,23 @@ def test_book_find_filters(tmp_path: Path) -> None:
     book.ack(1, by="x", note="", now_ns=T0 + 10)
     assert [a["rule"] for a in book.find(state="acknowledged")] == ["r0"]
     assert [a["rule"] for a in book.find(state="active_unacknowledged")] == ["r2", "r1"]
+
+
+def test_a_printers_hms_codes_are_an_alert_that_carries_them(tmp_path: Path) -> None:
+    clock = Clock()
+    live, ops = build(site(), tmp_path, clock)
+    feed(live, clock, "fdm-01", state="printing", hms="")
+    live.tick()
+    assert [a for a in ops.book.find() if a["rule"] == "printer-hms"] == []  # no code: nothing to say
+    clock.step(1)
+    feed(live, clock, "fdm-01", state="printing", hms="HMS_0700_2000_0002_0001")
+    live.tick()
+    [hms] = [a for a in ops.book.find() if a["rule"] == "printer-hms"]
+    assert (hms["severity"], hms["value"], hms["active"]) == ("medium", "HMS_0700_2000_0002_0001", True)
+    assert hms["message"]["en"] == ("Printer 1: the printer reports HMS_0700_2000_0002_0001 — look the code up in "
+                                    "the maker's HMS wiki.")
+    clock.step(1)
+    feed(live, clock, "fdm-01", state="printing", hms="")
+    live.tick()
+    [hms] = [a for a in ops.book.find() if a["rule"] == "printer-hms"]
+    assert not hms["active"]

@@ -98,8 +98,13 @@ const UI = {
   },
 };
 
-// alert messages of the built-in rules; {machine} and {plan} are names, {value} comes formatted with its unit
+// alert messages of the built-in rules; {machine} and {plan} are names, {value} comes formatted with its unit,
+// {code} is the alert's value as the machine sent it (a printer's HMS codes)
 const ALERTS = {
+  "printer-hms": {
+    ru: "{machine}: принтер сообщает о неисправности {code}",
+    kk: "{machine}: принтер ақау туралы хабарлайды {code}",
+    en: "{machine}: the printer reports {code}" },
   "printer-thermal-runaway": {
     ru: "{machine}: сопло {value}, выше заданной — тепловой разгон? Немедленно проверьте принтер.",
     kk: "{machine}: саптама {value}, белгіленгеннен жоғары — жылу бақылаудан шықты ма? Принтерді дереу тексеріңіз.",
@@ -249,6 +254,7 @@ export function alertMessage(alert, machineName, planName) {
     const key = piece.slice(1, -1);
     if (piece === "{machine}") out.push({ name: machineName });
     else if (piece === "{plan}") out.push({ name: planName || alert.rule.slice("maintenance:".length) });
+    else if (piece === "{code}") out.push({ name: String(alert.value ?? "") }); // a code, shown as sent
     else if (piece.startsWith("{") && key in vars) out.push(vars[key]);
     else out.push(piece);
   }
