@@ -39,9 +39,12 @@ log = logging.getLogger(__name__)
 
 
 # asyncua's own lines for what the driver reports itself, once, through the supervisor (a closed connection, an
-# error status or ERR message from the server during connect): logged at every retry otherwise, some as tracebacks
+# error status or ERR message from the server during connect): logged at every retry otherwise, some as tracebacks.
+# "is already done": the answer to a request the driver stopped waiting for (a timeout, or a stop mid-handshake)
+# came after all; the driver has already reported the timeout or is stopping
 _LIBRARY_REPEATS = ("called but connection is closed", "Received an error", "Got error status from server",
-                    "ServiceFault (", "create_session fault response", "Exception raised while parsing message")
+                    "ServiceFault (", "create_session fault response", "Exception raised while parsing message",
+                    "is already done")
 
 
 class _ExpectedLoss(logging.Filter):
@@ -148,6 +151,10 @@ class OpcuaDriver:
         try:
             async with asyncio.timeout(m.timeout_s * 3):
                 await client.connect()
+        except asyncio.CancelledError:  # stopped mid-handshake: drop the socket at once, or it stays open
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            raise
         except UntrustedServer:
             raise
         except (*_NET_ERRORS, ValueError, AssertionError) as err:

@@ -163,3 +163,37 @@ async def test_server_refusing_the_gateway_certificate_says_which_file_to_trust(
     assert not noisy, [r.getMessage() for r in noisy]
     library = [r for r in caplog.records if r.name.startswith("asyncua.client") and r.levelno >= logging.WARNING]
     assert not library, [r.getMessage() for r in library]
+
+
+async def test_a_stop_during_the_handshake_closes_the_socket() -> None:
+    """A server that accepts the connection but never answers Hello (a PLC busy or hung): stopping the gateway while
+    it waits drops the socket at once, instead of leaving it open for the server to time out."""
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await accepted.put(reader)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with tempfile.TemporaryDirectory(prefix="kartech-opcua-test-") as data_dir:
+            rt = Runtime(site(furnace_yaml(f"opc.tcp://127.0.0.1:{port}")), SPECS, serve_api=False,
+                         data_dir=Path(data_dir))
+            stop = asyncio.Event()
+            task = asyncio.create_task(rt.run(stop))
+            try:
+                reader = await asyncio.wait_for(accepted.get(), 10)
+                hello = await asyncio.wait_for(reader.readexactly(8), 5)
+                assert hello[:3] == b"HEL"
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 20)
+            # the gateway has stopped: the server sees the end of the stream now, not at its own timeout
+            await asyncio.wait_for(reader.read(), 1)  # the rest of Hello, then the end of the stream
+    finally:
+        for w in writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
