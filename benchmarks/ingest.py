@@ -1,6 +1,6 @@
 """Ingest benchmark: 200 simulated printers -> Mosquitto (QoS 1) -> the gateway (`kartech run`) -> InfluxDB 1.x.
 
-    python -m benchmarks.ingest [--quick] [--publishers 2] [--steps 5000,10000,...] [--backlog 200000]
+    python -m benchmarks.ingest [--quick] [--publishers 2] [--steps 5000,10000,...] [--backlog 200000 (quick 50000)]
 
 It starts its own Mosquitto and InfluxDB on free loopback ports and, in one run:
 1. the raw ceilings: bare line-protocol writes to the InfluxDB, and the bare forwarder (benchmarks/forwarder.py:
@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="15 s steps, fewer of them (CI)")
     p.add_argument("--publishers", type=int, default=2, help="load-generator processes")
     p.add_argument("--steps", default="", help="offered rates, comma-separated (msg/s)")
-    p.add_argument("--backlog", type=int, default=200_000, help="messages queued while the gateway is down")
+    p.add_argument("--backlog", type=int, default=None,
+                   help="messages queued while the gateway is down (default 200,000; --quick 50,000)")
     a = p.parse_args(argv)
+    a.backlog = a.backlog or (50_000 if a.quick else 200_000)
     seconds = 15.0 if a.quick else 60.0
     if a.steps:
         steps = [int(x) for x in a.steps.split(",")]
