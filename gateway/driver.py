@@ -55,9 +55,11 @@ class DriverContext(Protocol):
         """The connection is up (again), for all machines or only these. Call on the event loop thread."""
         ...
 
-    def disconnected(self, error: str, machine_ids: Sequence[str] | None = None) -> None:
+    def disconnected(self, error: str, machine_ids: Sequence[str] | None = None, *, retrying: bool = True) -> None:
         """These machines (default: all) cannot be read. Losing the whole connection is said by raising
-        `DriverUnavailable` from `run` instead. Call on the event loop thread."""
+        `DriverUnavailable` from `run` instead. `retrying=False`: the driver is not retrying, the machines come
+        back when they report again (a Sparkplug node's next birth, Klipper becoming ready), and `error` says
+        so. Call on the event loop thread."""
         ...
 
     def fault(self, err: BaseException) -> None:

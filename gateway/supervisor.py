@@ -143,14 +143,15 @@ class SupervisedContext:
         self.backoff.reset()
         self._metrics.set("driver_connected", 1, driver=self.name)
 
-    def disconnected(self, error: str, machine_ids: Sequence[str] | None = None) -> None:
+    def disconnected(self, error: str, machine_ids: Sequence[str] | None = None, *, retrying: bool = True) -> None:
         ids = tuple(machine_ids) if machine_ids is not None else self.machine_ids
         self._live.set_connected(ids, False)
         if machine_ids is not None and len(ids) < len(self.machine_ids):
             return
         self.last_error = error
         if self.down_since is None:
-            log.warning("%s unavailable: %s; retrying with backoff", self.name, error, extra={"driver": self.name})
+            log.warning("%s unavailable: %s%s", self.name, error, "; retrying with backoff" if retrying else "",
+                        extra={"driver": self.name})
             self.down_since = self._clock()
         self.is_connected = False
         self._metrics.set("driver_connected", 0, driver=self.name)

@@ -159,7 +159,7 @@ class Session:
         else:
             self.subscribed = False  # Moonraker drops every subscription when Klippy goes away
             self.ctx.disconnected(f"{self.d.where()} is up, but Klipper is {klippy}; the printer is offline until "
-                                  "Klipper is ready (see klippy.log on the printer)")
+                                  "Klipper is ready (see klippy.log on the printer)", retrying=False)
 
     async def _next_klippy(self, current: str) -> str:
         """Klippy's next state: a notify_klippy_* notification; while it is not ready, also server.info every 2 s."""

@@ -152,7 +152,7 @@ class SparkplugDriver:
 
 def _connection_state(ctx: DriverContext, out: Outcome) -> None:
     if out.offline:
-        ctx.disconnected(out.offline_reason, out.offline)
+        ctx.disconnected(out.offline_reason, out.offline, retrying=False)
     if out.online:
         ctx.connected(out.online)
 

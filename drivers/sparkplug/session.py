@@ -169,7 +169,8 @@ class HostSession:
             return
         node.seq, node.devices = None, {}
         out.offline += self.node_machines[key]
-        out.offline_reason = f"Sparkplug edge node {key[0]}/{key[1]} died (NDEATH, bdSeq {bd})"
+        out.offline_reason = (f"Sparkplug edge node {key[0]}/{key[1]} died (NDEATH, bdSeq {bd}); its machines are "
+                              "offline until its next birth (NBIRTH)")
 
     def _in_session(self, key: NodeKey, node: _Node, t: Topic, p: Payload, topic: str, machine: str | None,
                     receive_ns: int, out: Outcome) -> None:
@@ -193,7 +194,8 @@ class HostSession:
             assert t.device is not None
             node.devices.pop(t.device, None)
             out.offline += self.machines.get(dkey, [])
-            out.offline_reason = f"Sparkplug device {t.group}/{t.edge_node}/{t.device} died (DDEATH)"
+            out.offline_reason = (f"Sparkplug device {t.group}/{t.edge_node}/{t.device} died (DDEATH); offline until "
+                                  "its next birth (DBIRTH)")
         elif t.verb == "NDATA":
             out.readings += self._readings(dkey, node.births, p, topic, receive_ns, node, out)
         else:  # DDATA

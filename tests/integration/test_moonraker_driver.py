@@ -131,12 +131,17 @@ async def test_klippy_shutdown_is_an_error_and_ready_subscribes_again(sim: Moonr
         assert h.ctx.is_connected
 
 
-async def test_klippy_disconnected_is_offline_until_it_is_ready(sim: MoonrakerSim) -> None:
+async def test_klippy_disconnected_is_offline_until_it_is_ready(sim: MoonrakerSim,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     async with running(machine(sim)) as h:
         await h.wait_for("connected", lambda: h.ctx.is_connected and "nozzle_temp" in signals(h))
         await asyncio.to_thread(sim.klippy_disconnect)
         await h.wait_for("offline", lambda: h.state() == "offline" and not h.ctx.is_connected)
         assert "Klipper is disconnected" in h.ctx.last_error
+        # Moonraker is connected and the driver retries nothing: Klipper's readiness brings the printer back
+        lost = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+        assert lost == [f"moonraker:voron-01 unavailable: {h.ctx.last_error}"], lost
         await asyncio.to_thread(sim.klippy_ready)
         await h.wait_for("back", lambda: h.ctx.is_connected and h.state() in ("idle", "running"))
         assert h.ctx.restarts == 0

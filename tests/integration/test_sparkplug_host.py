@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from kit.driver import DriverHarness, supervised
 from kit.poll import until, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
@@ -215,7 +217,9 @@ async def test_a_sequence_gap_triggers_exactly_one_rebirth_request(mosquitto: Mo
         spy.close()
 
 
-async def test_ndeath_marks_devices_offline_and_a_stale_ndeath_does_not(mosquitto: Mosquitto) -> None:
+async def test_ndeath_marks_devices_offline_and_a_stale_ndeath_does_not(mosquitto: Mosquitto,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     group = f"g{uuid.uuid4().hex[:8]}"
     ms = machines(group)
     async with host(mosquitto.port, ms) as gw:
@@ -235,6 +239,10 @@ async def test_ndeath_marks_devices_offline_and_a_stale_ndeath_does_not(mosquitt
             node.node_death()
             await gw.wait_for("the node's devices offline (NDEATH)", lambda: gw.state("cnc-01") == "offline")
             assert gw.state("node-01") == "offline"
+            # the host does not retry anything: the node's next birth brings its machines back, and the log says so
+            lost = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+            assert lost == [f"sparkplug:lab unavailable: Sparkplug edge node {group}/edge-1 died (NDEATH, bdSeq "
+                            f"{node.bdseq}); its machines are offline until its next birth (NBIRTH)"], lost
 
             node.devices["furnace"].alive = True  # the rebirth includes it again
             back = time.time_ns()
