@@ -141,7 +141,7 @@ def statement(
     ctx: Ctx,
     who: Caller,
     format: Annotated[Literal["csv", "html", "pdf"], Query(description="csv (default), html or pdf")] = "csv",
-    lang: Annotated[Literal["ru", "en"], Query(description="language of HTML and PDF")] = "ru",
+    lang: Annotated[Literal["ru", "kk", "en"], Query(description="language of HTML and PDF")] = "ru",
 ) -> Response:
     """A partner's statement for a calendar month: a line per job and day, subtotals per machine and project,
     contract discount, VAT and total. The CSV is byte-identical for the same ledger."""

@@ -23,7 +23,7 @@ from gateway.config.site import SiteConfig
 
 Format = Literal["csv", "html", "pdf"]
 FORMATS: tuple[Format, ...] = ("csv", "html", "pdf")
-LANGS: tuple[Lang, ...] = ("ru", "en")
+LANGS: tuple[Lang, ...] = ("ru", "kk", "en")
 MEDIA_TYPES: dict[Format, str] = {"csv": "text/csv; charset=utf-8", "html": "text/html; charset=utf-8",
                                   "pdf": "application/pdf"}
 

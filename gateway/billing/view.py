@@ -1,4 +1,4 @@
-"""What a statement shows in HTML and PDF, in both languages: the rows and their formatted figures."""
+"""What a statement shows in HTML and PDF, in Russian, Kazakh and English: the rows and their formatted figures."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from gateway.billing.periods import local, parse_month
 from gateway.billing.statement import Statement
 from gateway.errors import KartechError
 
-Lang = Literal["ru", "en"]
+Lang = Literal["ru", "kk", "en"]
 
 
 class StatementError(KartechError):
     """A statement cannot be made (no billing section, an unknown partner, a bad month); the message says why."""
 
 
-# --- what HTML and PDF show, in both languages ---------------------------------------------------------------
+# --- what HTML and PDF show, in each language -----------------------------------------------------------------
 TEXT: dict[Lang, dict[str, str]] = {
     "en": {
         "title": "Statement of usage", "partner": "Partner", "tier": "Tier", "month": "Month", "site": "Site",
@@ -50,12 +50,29 @@ TEXT: dict[Lang, dict[str, str]] = {
         "оборудования; время округляется вверх до начатого шага тарификации.",
         "academic": "академическая", "startup": "стартап", "industrial": "промышленная",
     },
+    "kk": {
+        "title": "Жабдықты пайдалану туралы үзінді көшірме", "partner": "Серіктес", "tier": "Санат", "month": "Ай",
+        "site": "Алаң", "currency": "Валюта", "timezone": "Уақыт", "lines": "Машина уақыты және материалдар",
+        "day": "Күні", "start": "Басталуы", "end": "Аяқталуы", "machine": "Жабдық", "project": "Жоба",
+        "job": "Тапсырма", "duration": "Жұмыс, мин", "billed": "Төлеуге, мин", "material": "Материал",
+        "rate": "Сағаттық мөлшерлеме", "amount": "Сомасы", "by_machine": "Жабдық бойынша",
+        "by_project": "Жобалар бойынша", "subtotal": "Жиыны", "discount": "Шарт бойынша жеңілдік",
+        "net": "ҚҚС-сыз", "vat_added": "ҚҚС", "vat_included": "Оның ішінде ҚҚС", "total": "Барлығы төлеуге",
+        "none": "Осы айда пайдалану болған жоқ.", "no_project": "(жобасыз)",
+        "components": "оның ішінде: баптау {setup}, ең төменгі төлем {minimum}, материал {material}, "
+        "энергия {energy}", "entry": "Журнал жазбасы",
+        "note": "Әр жол — есепке алу журналының жазбасы (соңғы баған), оны жабдықтың оқиғаларымен салыстырып "
+        "тексеруге болады; уақыт тарификацияның басталған қадамына дейін жоғары қарай дөңгелектенеді.",
+        "academic": "академиялық", "startup": "стартап", "industrial": "өнеркәсіптік",
+    },
 }
 MONTHS: dict[Lang, tuple[str, ...]] = {
     "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December"),
     "ru": ("январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август", "сентябрь", "октябрь",
            "ноябрь", "декабрь"),
+    "kk": ("қаңтар", "ақпан", "наурыз", "сәуір", "мамыр", "маусым", "шілде", "тамыз", "қыркүйек", "қазан",
+           "қараша", "желтоқсан"),
 }
 
 

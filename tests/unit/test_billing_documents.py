@@ -64,6 +64,8 @@ def test_csv_from_the_cli_is_the_statement_of_the_ledger(site: Path) -> None:
 
 @pytest.mark.parametrize(("lang", "words"), [("ru", ("Выписка об использовании", "Всего к оплате", "НДС 12%",
                                                      "Скидка по договору 10%", "март 2025")),
+                                             ("kk", ("Жабдықты пайдалану туралы үзінді көшірме", "Барлығы төлеуге",
+                                                     "ҚҚС 12%", "Шарт бойынша жеңілдік 10%", "наурыз 2025")),
                                              ("en", ("Statement of usage", "Total", "VAT 12%",
                                                      "Contract discount 10%", "March 2025"))])
 def test_html_is_self_contained_and_has_the_csv_amounts(site: Path, lang: str, words: tuple[str, ...]) -> None:
@@ -83,6 +85,8 @@ def test_html_is_self_contained_and_has_the_csv_amounts(site: Path, lang: str, w
 
 @pytest.mark.parametrize(("lang", "words"), [("ru", ("Выписка об использовании оборудования", "Всего к оплате",
                                                      "Партнёр", "Скидка по договору 10%")),
+                                             ("kk", ("Жабдықты пайдалану", "Барлығы төлеуге", "Серіктес",
+                                                     "өнеркәсіптік", "Шарт бойынша жеңілдік 10%")),
                                              ("en", ("Statement of usage", "Total", "Partner"))])
 def test_pdf_text_has_the_csv_totals_cyrillic_included(site: Path, lang: str, words: tuple[str, ...]) -> None:
     _, csv_data = statement(site, "--partner", "acme", "--month", "2025-03")

@@ -470,7 +470,7 @@ async function renderBilling(root) {
     const partners = caller.role === "partner" ? [{ id: caller.partner, name: caller.partner_name || caller.partner }]
       : await auth.api("api/v1/partners");
     const months = [0, 1, 2].map((n) => L.siteMonth(new Date(), n));
-    const docLang = L.getLang() === "en" ? "en" : "ru";
+    const docLang = L.getLang();
     const statements = el("table", { class: "table statements" },
       el("thead", {}, el("tr", {}, [t("partner"), t("month"), t("download")].map((h) => el("th", { text: h })))),
       el("tbody", {}, partners.flatMap((p) => months.map((mo) => el("tr", { "data-partner": p.id, "data-month": mo },
