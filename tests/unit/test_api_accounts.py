@@ -213,7 +213,8 @@ def test_an_admin_adds_a_user_whose_token_is_shown_once_and_stored_hashed(client
     assert len(token) > 40
     assert r.json()["user"]["tokens"] == [{"id": r.json()["token"]["id"], "label": "nightly",
                                            "created": "2026-11-18T07:00:00.000Z",
-                                           "expires": "2026-11-25T07:00:00.000Z", "revoked": None}]
+                                           "expires": "2026-11-25T07:00:00.000Z", "revoked": None,
+                                           "last_used": None}]
     listed = client.get("/api/v1/users", headers=ADMIN_HEADERS)
     assert token not in listed.text
     assert [u["name"] for u in listed.json()] == ["acme-user", "alice", "exporter", "timur"]
