@@ -130,6 +130,7 @@ class TokenInfo:
     created_ns: int
     expires_ns: int
     revoked_ns: int | None
+    used_day: int | None  # the last UTC day (days since the epoch) it was used on: use is recorded once a day
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,16 +234,20 @@ class Accounts:
             raise AccountError(f"user '{name}' is revoked")
         return user
 
-    def set_password(self, name: str, password: str, *, by: str, address: str | None = None) -> None:
-        """A new password; the user's browser sessions end (its API tokens stay)."""
+    def set_password(self, name: str, password: str, *, by: str, address: str | None = None,
+                     keep_session: str | None = None) -> None:
+        """A new password; the user's browser sessions end (its API tokens stay), all but `keep_session` (the
+        secret of the session in which users change their own password)."""
         self._active(name)
         check_password(password)
         hashed = self.passwords.hash(password)
         now = self.clock()
+        kept = digest(keep_session) if keep_session else None
         with self.store.transaction() as db:
             db.execute("UPDATE users SET password = ? WHERE name = ?", (hashed, name))
-            db.execute("UPDATE sessions SET revoked_ns = ? WHERE user = ? AND revoked_ns IS NULL", (now, name))
-            self._audit(db, by, "password_set", name, address, {})
+            ended = db.execute("UPDATE sessions SET revoked_ns = ? WHERE user = ? AND revoked_ns IS NULL "
+                               "AND digest IS NOT ?", (now, name, kept)).rowcount
+            self._audit(db, by, "password_set", name, address, {"sessions_ended": ended})
 
     def set_role(self, name: str, role: str, *, partner: str | None = None, by: str,
                  address: str | None = None) -> User:
@@ -292,7 +297,8 @@ class Accounts:
         if name is not None:
             sql += " WHERE user = ?"
             params.append(name)
-        return [TokenInfo(r["id"], r["user"], r["label"], r["created_ns"], r["expires_ns"], r["revoked_ns"])
+        return [TokenInfo(r["id"], r["user"], r["label"], r["created_ns"], r["expires_ns"], r["revoked_ns"],
+                          r["used_day"])
                 for r in self.store.query(sql + " ORDER BY id", params)]
 
     def revoke_token(self, name: str, token_id: int, *, by: str, address: str | None = None) -> bool:

@@ -1,5 +1,11 @@
-"""HTTP API of accounts: logging in and out, who am I, users and their tokens (admins), kiosk pairing, the audit
-log (admins); and the login and pairing pages.
+"""HTTP API of accounts: logging in and out, who am I, the signed-in user's own password and tokens, users and their
+tokens (admins), kiosk pairing, the audit log (admins); and the login and pairing pages.
+
+Own credentials (`/api/v1/me/...`) belong to accounts with a password: a kiosk (no password, a paired screen) and a
+site-file token (api.tokens, no account) get 403. Changing the password and making a token need the web app's
+session (a cookie request, so with its CSRF token): an API token must not be able to take over its account, nor
+breed tokens that outlive its own revocation. Listing and revoking own tokens also work with the account's own
+API token (a script may retire itself).
 
 `install(app, ctx)` gives an app its accounts (on the business store of `ctx.services`; none without it, and then
 only site-file tokens work) and its failed-attempt limits, and includes the routes.
@@ -8,6 +14,7 @@ only site-file tokens work) and its failed-attempt limits, and includes the rout
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +30,7 @@ from gateway.accounts.store import (
     AccountError,
     AccountRole,
     Accounts,
+    NewToken,
     Session,
     TokenInfo,
     UnknownUser,
@@ -49,6 +57,7 @@ LOGIN_WINDOW_S = 15 * 60
 PAIRING_FAILURES_PER_ADDRESS = 10  # wrong pairing codes from one address within PAIRING_WINDOW_S
 PAIRING_WINDOW_S = 10 * 60
 NS = 1_000_000_000
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     app.include_router(pages)
     app.include_router(public)
     app.include_router(signed_in)
+    app.include_router(own)
     app.include_router(admin)
 
 
@@ -114,6 +124,8 @@ class TokenOut(BaseModel):
     created: str
     expires: str
     revoked: str | None
+    last_used: str | None = Field(description="the last day (UTC, YYYY-MM-DD) the token was used on; use is "
+                                              "recorded once a day")
 
 
 class UserOut(BaseModel):
@@ -156,6 +168,11 @@ class RoleIn(BaseModel):
 class TokenIn(BaseModel):
     label: str = Field(default="", max_length=200)
     days: int = Field(default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS)
+
+
+class PasswordIn(BaseModel):
+    current: str = Field(min_length=1, max_length=1024, description="the password signed in with")
+    new: str = Field(min_length=1, max_length=1024, description="at least 10 characters")
 
 
 class KioskIn(BaseModel):
@@ -209,8 +226,13 @@ def _ts(ns: int | None) -> str | None:
 
 
 def _token_out(t: TokenInfo) -> TokenOut:
+    used = None if t.used_day is None else date.fromordinal(EPOCH_ORDINAL + t.used_day).isoformat()
     return TokenOut(id=t.id, label=t.label, created=iso(t.created_ns) or "", expires=iso(t.expires_ns) or "",
-                    revoked=_ts(t.revoked_ns))
+                    revoked=_ts(t.revoked_ns), last_used=used)
+
+
+def _new_token_out(token: NewToken) -> NewTokenOut:
+    return NewTokenOut(id=token.id, token=token.secret, expires=iso(token.expires_ns) or "")
 
 
 def _user_out(u: User, tokens: list[TokenInfo]) -> UserOut:
@@ -329,6 +351,91 @@ def logout(request: Request, who: Caller) -> Response:
     return response
 
 
+# --- the signed-in user's own password and tokens ---------------------------------------------------------
+def own_account(who: Caller) -> Principal:
+    """The caller when it is an account that may manage its own credentials (see the module text)."""
+    if who.via == "site-token":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a site-file token (api.tokens) has no account: its "
+                            "password and tokens are the site file's")
+    if who.role == "kiosk":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a kiosk has no password or tokens of its own; an admin "
+                            "pairs it again (POST /api/v1/kiosks/pair) or revokes it")
+    return who
+
+
+def own_session(who: Annotated[Principal, Depends(own_account)]) -> Principal:
+    """The caller when, besides, it came with the web app's session (not an API token)."""
+    if who.via != "session":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the web app's session (sign in at /login): an "
+                            "API token cannot change its account's password or make tokens")
+    return who
+
+
+own = APIRouter(tags=["accounts"], responses={
+    400: _error("the body is not JSON"), 401: _error("missing or bad credentials"),
+    403: _error("a kiosk or a site-file token (no credentials of its own), an API token where the session is "
+                "needed, or a cookie-authenticated request without its CSRF token"),
+    422: _error("a parameter or the body is not valid; `detail` says which and why"),
+    503: _error("accounts are not available (no business store)")})
+Owner = Annotated[Principal, Depends(own_account)]
+SessionOwner = Annotated[Principal, Depends(own_session)]
+
+
+@own.post("/api/v1/me/password", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+          responses={400: _error("the body is not JSON, or the current password is wrong"),
+                     429: _error("too many failed attempts (wrong passwords here and failed logins count "
+                                 "together); Retry-After says when to try again")})
+def change_password(body: PasswordIn, request: Request, who: SessionOwner) -> Response:
+    """Change one's own password (with the session only): the current password is checked (a wrong one counts
+    as a failed login, limited the same way), the new one follows the same rules as any password; every other
+    session of the user ends, this one stays. API tokens stay. Audited."""
+    accounts, limits, address, key = _accounts(request), _limits(request), client_address(request), who.name.lower()
+    wait = max(limits.user.retry_after_s(key) or 0, limits.address.retry_after_s(address) or 0)
+    if wait:
+        raise _too_many(wait)
+    if accounts.check_login(who.name, body.current) is None:
+        limits.user.failed(key)
+        limits.address.failed(address)
+        accounts.audit(who.name, "password_change_failed", who.name, address=address)
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the current password is wrong")
+    limits.user.reset(key)
+    try:
+        accounts.set_password(who.name, body.new, by=who.name, address=address,
+                              keep_session=request.cookies.get(SESSION_COOKIE))
+    except AccountError as err:
+        raise _account_errors(err) from err
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"Cache-Control": "no-store"})
+
+
+@own.get("/api/v1/me/tokens", response_model=list[TokenOut])
+def own_tokens(request: Request, who: Owner) -> list[TokenOut]:
+    """One's own API tokens, revoked and expired ones included (never their secrets)."""
+    return [_token_out(t) for t in _accounts(request).tokens(who.name)]
+
+
+@own.post("/api/v1/me/tokens", response_model=NewTokenOut, status_code=status.HTTP_201_CREATED)
+def add_own_token(body: TokenIn, request: Request, who: SessionOwner) -> NewTokenOut:
+    """A new API token of one's own (with the session only), shown this once; it has the account's role."""
+    try:
+        token = _accounts(request).issue_token(who.name, label=body.label, days=body.days, by=who.name,
+                                               address=client_address(request))
+    except AccountError as err:
+        raise _account_errors(err) from err
+    return _new_token_out(token)
+
+
+@own.delete("/api/v1/me/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+            responses={404: _error("no such token of yours")})
+def revoke_own_token(token_id: Annotated[int, PathParam(ge=1, le=2**63 - 1, description="token id")],
+                     request: Request, who: Owner) -> Response:
+    """Revoke one of one's own API tokens (another user's token id answers 404, as an unknown one)."""
+    try:
+        _accounts(request).revoke_token(who.name, token_id, by=who.name, address=client_address(request))
+    except UnknownUser as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"you have no token {token_id}") from err
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 # --- admins -----------------------------------------------------------------------------------------------
 admin = APIRouter(tags=["accounts"], dependencies=[Depends(require_role("admin"))],
                   responses={400: _error("the body is not JSON"), 401: _error("missing or bad credentials"),
@@ -359,8 +466,8 @@ def add_user(body: UserIn, request: Request, who: Admin) -> NewUserOut:
             user.name, label=body.token_label, days=body.token_days, by=who.name, address=address)
     except AccountError as err:
         raise _account_errors(err) from err
-    return NewUserOut(user=_user_out(user, accounts.tokens(user.name)), token=None if token is None else
-                      NewTokenOut(id=token.id, token=token.secret, expires=iso(token.expires_ns) or ""))
+    return NewUserOut(user=_user_out(user, accounts.tokens(user.name)),
+                      token=None if token is None else _new_token_out(token))
 
 
 @admin.put("/api/v1/users/{name}/role", response_model=UserOut, responses=_USER)
@@ -394,7 +501,7 @@ def add_token(name: Name, body: TokenIn, request: Request, who: Admin) -> NewTok
                                                address=client_address(request))
     except AccountError as err:
         raise _account_errors(err) from err
-    return NewTokenOut(id=token.id, token=token.secret, expires=iso(token.expires_ns) or "")
+    return _new_token_out(token)
 
 
 @admin.delete("/api/v1/users/{name}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -435,3 +435,55 @@ def test_a_partner_sees_only_its_own_statements(browser: Any, gateway: LabGatewa
         assert set(rows.evaluate_all("rs => rs.map((r) => r.dataset.partner)")) == {
             p["id"] for p in gateway.api("api/v1/partners")}
         page.screenshot(path=str(artefacts / "billing-admin.png"), full_page=True)
+
+
+# --- one's own account ---------------------------------------------------------------------------------------
+def test_account_page_changes_the_password_and_makes_a_token_for_a_script(browser: Any, gateway: LabGateway,
+                                                                          artefacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    user, new_password = "web-self", "a fresh browser password"  # an account of its own: the others keep theirs
+    gateway.api("api/v1/users", method="POST", json={"name": user, "role": "partner", "partner": OWN_PARTNER,
+                                                     "password": PASSWORD, "token_label": None})
+    with page_of(browser, gateway, None, viewport={"width": 1280, "height": 900}) as page:
+        sign_in(page, user)
+        page.click('nav a[data-view="account"]')
+        expect(page.locator("#view h2")).to_have_text("Учётная запись")
+        page.fill("#pw-current", PASSWORD)
+        page.fill("#pw-new", new_password)
+        page.fill("#pw-repeat", new_password)
+        page.click("#password-form button[type=submit]")
+        expect(page.locator("#toast")).to_have_text("Пароль изменён")
+
+        page.fill("#token-label", "statements script")
+        page.click("#token-form button[type=submit]")
+        secret = page.locator("#new-token-value")
+        expect(secret).to_have_value(re.compile(r"^kgt_"))
+        token = secret.input_value()
+        page.click("#copy-token")
+        expect(page.locator("#toast")).to_have_text("Скопировано")
+        row = page.locator(".tokens tr.token", has_text="statements script")
+        expect(row.locator(".token-state")).to_have_text("действует")
+        assert visible_latin(page) == set()
+        page.screenshot(path=str(artefacts / "account.png"), full_page=True)
+        script = {"Authorization": f"Bearer {token}"}
+        usage = httpx.get(gateway.base_url + "api/v1/usage", headers=script, timeout=10)
+        assert usage.status_code == 200
+        assert usage.json()["partner"] == OWN_PARTNER
+        assert token not in httpx.get(gateway.base_url + "api/v1/me/tokens", headers=script, timeout=10).text
+
+        row.get_by_role("button", name="Отозвать").click()
+        row.get_by_role("button", name="Подтвердить").click()
+        expect(row.locator(".token-state")).to_have_text("отозван")
+        assert httpx.get(gateway.base_url + "api/v1/usage", headers=script, timeout=10).status_code == 401
+
+        page.click("#logout")  # and back in, with the new password only
+        page.wait_for_url(re.compile(r"/login\?next="))
+        page.fill("#name", user)
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login-error")).not_to_be_empty()
+        page.fill("#password", new_password)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
+        expect(page.locator("#view h2")).to_have_text("Учётная запись")  # back where the sign-out was

@@ -1,7 +1,7 @@
 """Accounts over HTTP: logging in with the session cookie (flags, expiry, logout, revocation), CSRF on
-cookie-authenticated unsafe requests, the failed-login limits, users and tokens for admins, kiosk pairing, the
-login redirect of the page and the WebSocket's session cookie — the real app on a real business store, with the
-services' clock stepped."""
+cookie-authenticated unsafe requests, the failed-login limits, users and tokens for admins, a user's own password
+and tokens, kiosk pairing, the login redirect of the page and the WebSocket's session cookie — the real app on a
+real business store, with the services' clock stepped."""
 
 from __future__ import annotations
 
@@ -213,7 +213,8 @@ def test_an_admin_adds_a_user_whose_token_is_shown_once_and_stored_hashed(client
     assert len(token) > 40
     assert r.json()["user"]["tokens"] == [{"id": r.json()["token"]["id"], "label": "nightly",
                                            "created": "2026-11-18T07:00:00.000Z",
-                                           "expires": "2026-11-25T07:00:00.000Z", "revoked": None}]
+                                           "expires": "2026-11-25T07:00:00.000Z", "revoked": None,
+                                           "last_used": None}]
     listed = client.get("/api/v1/users", headers=ADMIN_HEADERS)
     assert token not in listed.text
     assert [u["name"] for u in listed.json()] == ["acme-user", "alice", "exporter", "timur"]
@@ -272,6 +273,131 @@ def test_role_changes_and_logins_are_in_the_audit_log(client: TestClient) -> Non
         ("role_changed", "hub-it", "timur"), ("login", "timur", "timur")]
     assert log[0]["detail"] == {"from": "technician", "from_partner": None, "to": "partner", "to_partner": "lab"}
 
+
+
+# --- own password and tokens ------------------------------------------------------------------------------
+def signed_in(client: TestClient, name: str = "timur", password: str = PASSWORD) -> dict[str, str]:
+    """Sign `client` in; the CSRF header of its session."""
+    r = login(client, name, password)
+    assert r.status_code == 200, r.text
+    return {"X-CSRF-Token": r.json()["csrf_token"]}
+
+
+def change(client: TestClient, csrf: dict[str, str], current: str, new: str) -> Any:
+    return client.post("/api/v1/me/password", json={"current": current, "new": new}, headers=csrf)
+
+
+def test_a_user_changes_their_password_and_their_other_sessions_end(client: TestClient, app: FastAPI,
+                                                                   accounts: Accounts) -> None:
+    token = accounts.issue_token("timur", by="test").secret
+    with TestClient(app) as phone:
+        signed_in(phone)
+        csrf = signed_in(client)
+        r = change(client, csrf, PASSWORD, "a new long password")
+        assert r.status_code == 204
+        assert client.get("/api/v1/me").status_code == 200  # this session stays
+        assert phone.get("/api/v1/me").status_code == 401  # the other one ended
+    assert client.get("/api/v1/machines", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert login(client, password=PASSWORD).status_code == 401
+    assert login(client, password="a new long password").status_code == 200
+    entry = accounts.audit_log(action="password_set")[0]
+    assert (entry["actor"], entry["target"], entry["address"], entry["detail"]) == (
+        "timur", "timur", "testclient", {"sessions_ended": 1})
+
+
+def test_a_wrong_current_password_is_refused_and_counted_as_a_failed_login(client: TestClient, clock: Clock,
+                                                                          accounts: Accounts) -> None:
+    csrf = signed_in(client)
+    wrong = change(client, csrf, "not the password", "a new long password")
+    assert wrong.status_code == 400
+    assert wrong.json() == {"detail": "the current password is wrong"}
+    for _ in range(3):
+        assert change(client, csrf, "guess", "a new long password").status_code == 400
+    assert login(client, password="guess").status_code == 401  # the fifth failure of timur
+    locked = change(client, csrf, PASSWORD, "a new long password")  # even the right password now waits
+    assert locked.status_code == 429
+    assert locked.headers["retry-after"] == str(15 * 60)
+    assert login(client).status_code == 429  # one count for logins and password changes
+    assert [e["actor"] for e in accounts.audit_log(action="password_change_failed")] == 4 * ["timur"]
+    clock.step(15 * 60)
+    csrf = signed_in(client)
+    assert change(client, csrf, PASSWORD, "a new long password").status_code == 204
+
+
+def test_the_new_password_follows_the_rules_of_every_password(client: TestClient, app: FastAPI) -> None:
+    csrf = signed_in(client)
+    with TestClient(app) as phone:
+        signed_in(phone)
+        short = change(client, csrf, PASSWORD, "short")
+        assert short.status_code == 422
+        assert short.json() == {"detail": "a password needs at least 10 characters"}
+        assert change(client, csrf, PASSWORD, "x" * 1025).status_code == 422
+        assert phone.get("/api/v1/me").status_code == 200  # nothing changed
+    assert login(client).status_code == 200
+
+
+def test_changing_credentials_needs_the_session_with_its_csrf_token(client: TestClient,
+                                                                    accounts: Accounts) -> None:
+    body = {"current": PASSWORD, "new": "a new long password"}
+    signed_in(client)
+    missing = client.post("/api/v1/me/password", json=body)
+    assert missing.status_code == 403
+    assert missing.json()["detail"].startswith("missing or wrong CSRF token")
+    assert client.post("/api/v1/me/tokens", json={}).status_code == 403
+    client.cookies.clear()
+    bearer = {"Authorization": f"Bearer {accounts.issue_token('timur', by='test').secret}"}
+    for path, sent in (("/api/v1/me/password", body), ("/api/v1/me/tokens", {})):
+        r = client.post(path, json=sent, headers=bearer)
+        assert r.status_code == 403
+        assert r.json() == {"detail": "this needs the web app's session (sign in at /login): an API token cannot "
+                                      "change its account's password or make tokens"}
+    accounts.add_user("wall-3", "kiosk", by="test")
+    kiosk = {"Authorization": f"Bearer {accounts.issue_token('wall-3', by='test').secret}"}
+    assert "a kiosk has no password" in client.get("/api/v1/me/tokens", headers=kiosk).json()["detail"]
+    site = client.get("/api/v1/me/tokens", headers=ADMIN_HEADERS)
+    assert site.status_code == 403
+    assert "a site-file token (api.tokens) has no account" in site.json()["detail"]
+    assert login(client).status_code == 200  # the password is the old one
+
+
+def test_a_partner_makes_lists_uses_and_revokes_its_own_tokens(client: TestClient, accounts: Accounts) -> None:
+    others = accounts.issue_token("timur", label="timur's", by="test")
+    csrf = signed_in(client, "acme-user")
+    for days in (0, 3651):
+        assert client.post("/api/v1/me/tokens", json={"days": days}, headers=csrf).status_code == 422
+    made = client.post("/api/v1/me/tokens", json={"label": "statements script", "days": 30}, headers=csrf)
+    assert made.status_code == 201
+    secret = made.json()["token"]
+    assert secret.startswith("kgt_")
+    script = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/usage", headers=script).json()["partner"] == "acme"  # the account's role
+    listed = client.get("/api/v1/me/tokens")
+    assert listed.status_code == 200
+    assert listed.json() == [{"id": made.json()["id"], "label": "statements script",
+                              "created": "2026-11-18T07:00:00.000Z", "expires": "2026-12-18T07:00:00.000Z",
+                              "revoked": None, "last_used": "2026-11-18"}]
+    assert secret not in listed.text
+    assert str(others.id) not in {str(t["id"]) for t in listed.json()}
+    # the script sees its account's tokens and may retire itself
+    assert client.get("/api/v1/me/tokens", headers=script).json()[0]["label"] == "statements script"
+    assert client.delete(f"/api/v1/me/tokens/{made.json()['id']}", headers=script).status_code == 204
+    assert client.get("/api/v1/usage", headers=script).status_code == 401
+    assert client.get("/api/v1/me/tokens").json()[0]["revoked"] == "2026-11-18T07:00:00.000Z"
+    log = [(e["action"], e["actor"], e["target"], e["detail"].get("token")) for e in accounts.audit_log()[:3]]
+    assert log == [("token_revoked", "acme-user", "acme-user", made.json()["id"]),
+                   ("token_used", "acme-user", "acme-user", made.json()["id"]),
+                   ("token_issued", "acme-user", "acme-user", made.json()["id"])]
+
+
+def test_another_users_token_is_not_found_whatever_its_id(client: TestClient, accounts: Accounts) -> None:
+    others = accounts.issue_token("timur", by="test")
+    csrf = signed_in(client, "acme-user")
+    theirs = client.delete(f"/api/v1/me/tokens/{others.id}", headers=csrf)
+    unknown = client.delete(f"/api/v1/me/tokens/{others.id + 1000}", headers=csrf)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json() == {"detail": f"you have no token {others.id}"}
+    assert client.get("/api/v1/machines", headers={"Authorization": f"Bearer {others.secret}"}).status_code == 200
+    assert accounts.audit_log(action="token_revoked") == []
 
 # --- kiosk pairing ----------------------------------------------------------------------------------------
 def test_a_wall_screen_pairs_with_a_code_once_and_reads_the_board_only(client: TestClient, app: FastAPI,

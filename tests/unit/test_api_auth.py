@@ -56,6 +56,13 @@ MATRIX: dict[tuple[str, str], list[Case]] = {
     ("POST", "/api/v1/kiosks/session"): [Case("/api/v1/kiosks/session", 5 * (401,), {"code": "AAAA-AAAA"})],
     ("GET", "/api/v1/me"): [Case("/api/v1/me", (401, 200, 200, 200, 200))],
     ("POST", "/api/v1/logout"): [Case("/api/v1/logout", (401, 204, 204, 204, 204))],
+    # own credentials: not a kiosk's; changing the password and making tokens need the session (these callers
+    # hold API tokens), listing and revoking do not; {token} is m-lab's, so anyone else's delete is a 404
+    ("POST", "/api/v1/me/password"): [Case("/api/v1/me/password", (401, 403, 403, 403, 403),
+                                           {"current": "matrix password", "new": "another matrix password"})],
+    ("GET", "/api/v1/me/tokens"): [Case("/api/v1/me/tokens", (401, 403, 200, 200, 200))],
+    ("POST", "/api/v1/me/tokens"): [Case("/api/v1/me/tokens", (401, 403, 403, 403, 403), {"label": "m"})],
+    ("DELETE", "/api/v1/me/tokens/{token_id}"): [Case("/api/v1/me/tokens/{token}", (401, 403, 404, 404, 404))],
     ("GET", "/api/v1/users"): [Case("/api/v1/users", (*ADMIN_ONLY, 200))],
     ("POST", "/api/v1/users"): [Case("/api/v1/users", (*ADMIN_ONLY, 201),
                                      {"name": "m-new", "role": "partner", "partner": "lab"})],

@@ -1,5 +1,6 @@
 "use strict";
-// Kartech Gateway web app: fleet board, alerts, machine pages, maintenance and billing; a wall-screen mode
+// Kartech Gateway web app: fleet board, alerts, machine pages, maintenance and billing, one's own account (password
+// and API tokens); a wall-screen mode
 // (?wall=1) and a phone layout. Plain modules, no build step; every request goes through auth.js.
 import * as auth from "./auth.js";
 import * as L from "./i18n.js";
@@ -497,12 +498,144 @@ async function renderBilling(root) {
   }
 }
 
+// --- own account: password and API tokens -------------------------------------------------------------------
+// people with a password (not a kiosk) signed in with the session; the API asks for the session to change them
+const ownAccount = () => site && auth.viaSession() && ["admin", "technician", "partner"].includes(site.caller.role);
+const ROLE_KEYS = { admin: "roleAdmin", technician: "roleTechnician", partner: "rolePartner" };
+
+function field(id, label, attrs) {
+  return el("p", { class: "field" }, el("label", { for: id, text: label }), el("input", { id, name: id, ...attrs }));
+}
+
+function passwordError(err) {
+  return { 400: t("wrongPassword"), 422: t("weakPassword"), 429: t("tooManyTries") }[err.status] ?? err.message;
+}
+
+function renderAccount(root) {
+  if (!ownAccount()) { root.replaceChildren(el("p", { text: t("noAccess") })); return; }
+  // a re-render (a reconnect, the alerts) keeps what is being typed; a language switch redraws
+  if (root.querySelector("#password-form") && root.dataset.lang === L.getLang()) return;
+  root.dataset.lang = L.getLang();
+  const caller = site.caller;
+  const pwError = el("p", { class: "error", role: "alert", id: "password-error" });
+  const secret = { type: "password", maxlength: "1024", required: true };
+  const pwForm = el("form", { id: "password-form", class: "stack-form", novalidate: true },
+    el("input", { type: "text", name: "username", autocomplete: "username", value: caller.name, hidden: true }),
+    field("pw-current", t("currentPassword"), { ...secret, autocomplete: "current-password" }),
+    field("pw-new", t("newPassword"), { ...secret, autocomplete: "new-password", "aria-describedby": "pw-hint" }),
+    field("pw-repeat", t("repeatPassword"), { ...secret, autocomplete: "new-password" }),
+    el("p", { id: "pw-hint", class: "hint", text: t("passwordHint") }),
+    el("button", { type: "submit", class: "act", text: t("changePassword") }), pwError);
+  pwForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    pwError.textContent = "";
+    const [current, next, again] = ["pw-current", "pw-new", "pw-repeat"].map((id) => $(id).value);
+    if (next !== again) { pwError.textContent = t("passwordsDiffer"); return; }
+    try {
+      await auth.post("api/v1/me/password", { current, new: next });
+      pwForm.reset();
+      $("toast").textContent = t("passwordChanged");
+    } catch (err) {
+      if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+      pwError.textContent = passwordError(err);
+    }
+  });
+
+  const tkError = el("span", { class: "error", role: "alert" });
+  const label = el("input", { id: "token-label", type: "text", name: "label", maxlength: "200",
+    "aria-label": t("tokenLabel"), placeholder: t("tokenLabel") });
+  const days = el("select", { id: "token-days", name: "days", "aria-label": t("validFor") },
+    [30, 90, 365].map((n) => el("option", { value: n, text: t("daysN", { n: L.number(n) }), selected: n === 90 })));
+  const tkForm = el("form", { id: "token-form", class: "inline-form" }, label, days,
+    el("button", { type: "submit", class: "act", text: t("makeToken") }), tkError);
+  tkForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    tkError.textContent = "";
+    try {
+      const made = await auth.post("api/v1/me/tokens", { label: label.value.trim(), days: Number(days.value) });
+      label.value = "";
+      showSecret(made.token);
+      loadOwnTokens();
+    } catch (err) {
+      if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+      tkError.textContent = err.message;
+    }
+  });
+
+  root.replaceChildren(
+    el("h2", { text: t("account") }),
+    el("p", { class: "meta account-meta" }, name(caller.name), ` · ${t(ROLE_KEYS[caller.role])}`,
+      caller.partner ? " · " : null, caller.partner ? name(caller.partner_name || caller.partner) : null),
+    el("div", { class: "columns" },
+      section(t("changePassword"), pwForm),
+      section(t("apiTokens"), el("p", { class: "hint", text: t("tokensHint") }), tkForm,
+        el("div", { id: "new-token", class: "new-token", hidden: true }),
+        el("div", { id: "tokens", text: t("loading") }))));
+  loadOwnTokens();
+}
+
+// a token just made: shown once, with a copy button (the clipboard API needs a secure context; else select+copy)
+function showSecret(value) {
+  const box = $("new-token");
+  const input = el("input", { id: "new-token-value", type: "text", readonly: true, value, class: "mono",
+    "aria-label": t("apiTokens"), spellcheck: "false" });
+  const copy = async () => {
+    try { await navigator.clipboard.writeText(value); } catch { input.select(); document.execCommand("copy"); }
+    $("toast").textContent = t("copied");
+  };
+  box.replaceChildren(el("p", { text: t("tokenOnce") }),
+    el("div", { class: "inline-form" }, input, el("button", { type: "button", class: "act", id: "copy-token",
+      text: t("copy"), onclick: copy })));
+  box.hidden = false;
+  input.select();
+}
+
+function tokenState(x) {
+  if (x.revoked) return "tokenRevoked";
+  return Date.parse(x.expires) <= Date.now() ? "tokenExpired" : "tokenActive";
+}
+
+function tokenRow(x) {
+  const state = tokenState(x);
+  const tools = el("td", { class: "tools" });
+  const ask = () => tools.replaceChildren(
+    el("button", { type: "button", class: "act", text: t("confirm"), onclick: async () => {
+      try {
+        await auth.api(`api/v1/me/tokens/${x.id}`, { method: "DELETE" });
+        loadOwnTokens();
+      } catch (err) {
+        if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+        $("toast").textContent = err.message;
+      }
+    } }),
+    el("button", { type: "button", class: "act ghost", text: t("cancel"), onclick: () => tools.replaceChildren(revoke) }));
+  const revoke = el("button", { type: "button", class: "act ghost", text: t("revoke"), onclick: ask });
+  if (state === "tokenActive") tools.append(revoke);
+  return el("tr", { class: `token ${state}`, "data-token": x.id },
+    el("td", {}, name(x.label || "—")), el("td", { text: L.date(x.created) }), el("td", { text: L.date(x.expires) }),
+    el("td", { text: x.last_used ? L.date(x.last_used) : t("notUsed") }),
+    el("td", { class: "token-state", text: t(state) }), tools);
+}
+
+async function loadOwnTokens() {
+  try {
+    const list = (await auth.api("api/v1/me/tokens")).reverse(); // newest first
+    $("tokens")?.replaceChildren(list.length ? el("table", { class: "table tokens" },
+      el("thead", {}, el("tr", {}, [t("tokenLabel"), t("created"), t("expires"), t("lastUsed"), t("status"), ""]
+        .map((h) => el("th", { text: h })))),
+      el("tbody", {}, list.map(tokenRow))) : el("p", { text: t("noTokens") }));
+  } catch (err) {
+    if (err instanceof auth.Unauthorized) return signOut(t("badToken"));
+    $("tokens")?.replaceChildren(el("p", { class: "error", text: err.message }));
+  }
+}
+
 // --- routing and rendering ---------------------------------------------------------------------------------
 function route() {
   const hash = location.hash.replace(/^#\/?/, "");
   if (WALL) return { name: "board" };
   if (hash.startsWith("m/")) return { name: "machine", id: decodeURIComponent(hash.slice(2)) };
-  if (hash === "maintenance" || hash === "billing") return { name: hash };
+  if (["maintenance", "billing", "account"].includes(hash)) return { name: hash };
   return { name: site?.caller.role === "partner" ? "billing" : "board" };
 }
 
@@ -522,6 +655,7 @@ function render() {
   if (r.name === "board") renderBoard(root);
   else if (r.name === "machine") renderMachine(root, r.id);
   else if (r.name === "maintenance") renderMaintenance(root);
+  else if (r.name === "account") renderAccount(root);
   else renderBilling(root);
 }
 
@@ -641,7 +775,8 @@ async function start() {
   $("logout").hidden = false;
   const partner = site.caller.role === "partner";
   for (const a of document.querySelectorAll("nav a[data-view]")) {
-    a.hidden = partner ? a.dataset.view !== "billing" : a.dataset.view === "billing" && site.caller.role !== "admin";
+    const v = a.dataset.view;
+    a.hidden = v === "account" ? !ownAccount() : partner ? v !== "billing" : v === "billing" && site.caller.role !== "admin";
   }
   tick();
   if (partner) { setConn("live"); render(); } else connect();

@@ -39,6 +39,18 @@ const UI = {
     due_soon_n: "{n} скоро", project: "Проект", unattributed: "не распределено", language: "Язык",
     welcome: "Қош келдіңіз! Добро пожаловать", open: "Открыть", close: "Закрыть", hoursShort: "{n} ч",
     problems: "Сначала проблемы",
+    account: "Учётная запись", roleAdmin: "Администратор", roleTechnician: "Техник", rolePartner: "Партнёр",
+    changePassword: "Смена пароля", currentPassword: "Текущий пароль", newPassword: "Новый пароль",
+    repeatPassword: "Новый пароль ещё раз", passwordHint: "Не короче 10 символов. Другие ваши сеансы будут завершены.",
+    passwordsDiffer: "Новые пароли не совпадают", wrongPassword: "Текущий пароль неверен",
+    weakPassword: "Новый пароль не подходит: нужно от 10 до 1024 символов",
+    tooManyTries: "Слишком много неудачных попыток, попробуйте позже", passwordChanged: "Пароль изменён",
+    apiTokens: "Токены доступа", tokensHint: "Для скриптов и программ: токен действует с правами вашей учётной записи.",
+    tokenLabel: "Название", validFor: "Срок", daysN: "{n} дн.", makeToken: "Создать токен",
+    tokenOnce: "Скопируйте токен сейчас: он показан один раз и нигде не хранится.", copy: "Копировать",
+    copied: "Скопировано", created: "Создан", expires: "Действует до", lastUsed: "Использован",
+    notUsed: "не использовался", tokenActive: "действует", tokenExpired: "истёк", tokenRevoked: "отозван",
+    revoke: "Отозвать", noTokens: "Токенов нет",
   },
   kk: {
     title: "Жабдық", board: "Жабдық", maintenance: "Қызмет көрсету", billing: "Есеп айырысу", wall: "Экран",
@@ -68,6 +80,20 @@ const UI = {
     cancelled: "тоқтатылды", done_ok: "Сақталды", nobody: "орындалмаған", due_n: "{n} мерзімі өтті",
     due_soon_n: "{n} жақында", project: "Жоба", unattributed: "бөлінбеген", language: "Тіл",
     welcome: "Қош келдіңіз!", open: "Ашу", close: "Жабу", hoursShort: "{n} сағ", problems: "Алдымен ақаулар",
+    account: "Тіркелгі", roleAdmin: "Әкімші", roleTechnician: "Техник", rolePartner: "Серіктес",
+    changePassword: "Құпиясөзді өзгерту", currentPassword: "Қазіргі құпиясөз", newPassword: "Жаңа құпиясөз",
+    repeatPassword: "Жаңа құпиясөз тағы бір рет",
+    passwordHint: "Кемінде 10 таңба. Басқа сеанстарыңыз аяқталады.",
+    passwordsDiffer: "Жаңа құпиясөздер сәйкес келмейді", wrongPassword: "Қазіргі құпиясөз қате",
+    weakPassword: "Жаңа құпиясөз жарамайды: 10-нан 1024-ке дейін таңба қажет",
+    tooManyTries: "Сәтсіз әрекеттер тым көп, кейінірек қайталаңыз", passwordChanged: "Құпиясөз өзгертілді",
+    apiTokens: "Қол жеткізу токендері",
+    tokensHint: "Скрипттер мен бағдарламалар үшін: токен сіздің тіркелгіңіздің құқықтарымен жұмыс істейді.",
+    tokenLabel: "Атауы", validFor: "Мерзімі", daysN: "{n} күн", makeToken: "Токен жасау",
+    tokenOnce: "Токенді қазір көшіріп алыңыз: ол бір рет қана көрсетіледі және еш жерде сақталмайды.",
+    copy: "Көшіру", copied: "Көшірілді", created: "Жасалды", expires: "Мерзімі аяқталады",
+    lastUsed: "Пайдаланылды", notUsed: "пайдаланылмаған", tokenActive: "белсенді", tokenExpired: "мерзімі өтті",
+    tokenRevoked: "кері қайтарылды", revoke: "Кері қайтару", noTokens: "Токендер жоқ",
   },
   en: {
     title: "Machines", board: "Machines", maintenance: "Maintenance", billing: "Billing", wall: "Wall screen",
@@ -95,6 +121,17 @@ const UI = {
     failed: "failed", cancelled: "cancelled", done_ok: "Saved", nobody: "never", due_n: "{n} overdue",
     due_soon_n: "{n} due soon", project: "Project", unattributed: "unattributed", language: "Language",
     welcome: "Қош келдіңіз! Welcome", open: "Open", close: "Close", hoursShort: "{n} h", problems: "Problems first",
+    account: "Account", roleAdmin: "Administrator", roleTechnician: "Technician", rolePartner: "Partner",
+    changePassword: "Change password", currentPassword: "Current password", newPassword: "New password",
+    repeatPassword: "New password again", passwordHint: "At least 10 characters. Your other sessions will be signed out.",
+    passwordsDiffer: "The new passwords do not match", wrongPassword: "The current password is wrong",
+    weakPassword: "The new password does not fit: 10 to 1024 characters",
+    tooManyTries: "Too many failed attempts; try again later", passwordChanged: "Password changed",
+    apiTokens: "API tokens", tokensHint: "For scripts and programs: a token acts with your account's rights.",
+    tokenLabel: "Name", validFor: "Valid for", daysN: "{n} days", makeToken: "Create token",
+    tokenOnce: "Copy the token now: it is shown this once and stored nowhere.", copy: "Copy", copied: "Copied",
+    created: "Created", expires: "Expires", lastUsed: "Last used", notUsed: "never", tokenActive: "active",
+    tokenExpired: "expired", tokenRevoked: "revoked", revoke: "Revoke", noTokens: "No tokens",
   },
 };
 
@@ -206,6 +243,15 @@ export function dateTime(when) {
   const p = Object.fromEntries(new Intl.DateTimeFormat("en-GB", { timeZone: zone, day: "2-digit", month: "2-digit",
     hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).formatToParts(d).map((x) => [x.type, x.value]));
   return `${p.day}.${p.month} ${p.hour}:${p.minute}`;
+}
+// "30.11.2026": a moment (Date or ISO time) as a date in the site's zone, or a calendar day given as "2026-11-30"
+export function date(when) {
+  if (typeof when === "string" && /^\d{4}-\d\d-\d\d$/.test(when)) return when.split("-").reverse().join(".");
+  const d = when instanceof Date ? when : new Date(when);
+  if (Number.isNaN(d.getTime())) return "—";
+  const p = Object.fromEntries(new Intl.DateTimeFormat("en-GB", { timeZone: zone, day: "2-digit", month: "2-digit",
+    year: "numeric" }).formatToParts(d).map((x) => [x.type, x.value]));
+  return `${p.day}.${p.month}.${p.year}`;
 }
 export function monthName(ym) {
   const word = MONTHS[lang][Number(ym.slice(5, 7)) - 1];
