@@ -1,7 +1,7 @@
 """Bambu Lab LAN driver: one MQTT connection per printer, to the broker the printer itself runs (TLS, port 8883).
 
 Built with the project's MQTT client factory (`drivers.mqtt.client`: `new_client` for protocol, credentials and
-keep-alive; `NetworkThread` for paho's loop on a thread of ours). Only the TLS context is the printer's own
+keep-alive; `BrokerLink` for the connection, paho's loop on a thread of ours). Only the TLS context is the printer's own
 (`drivers.bambu.tls`): the certificate names the serial, not the address, or is pinned.
 
 On every connect the driver subscribes to `device/<serial>/report` and asks for a full report (`pushall`); it asks
@@ -12,8 +12,6 @@ pipeline with `emit_blocking`. The printers publish with QoS 0, so there is noth
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -26,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from drivers.bambu.config import BambuMachine
 from drivers.bambu.report import PrinterState
 from drivers.bambu.tls import printer_context
-from drivers.mqtt.client import NetworkThread, new_client
+from drivers.mqtt.client import BrokerLink, new_client
 from drivers.mqtt.config import MqttBroker
 from gateway.driver import DriverContext, Retry
 from gateway.errors import DriverUnavailable
@@ -34,7 +32,6 @@ from gateway.errors import DriverUnavailable
 log = logging.getLogger(__name__)
 
 USER = "bblp"
-STOP_TIMEOUT_S = 2.0
 MAX_REPORT_BYTES = 1024 * 1024  # a full X1 report with four AMS units is about 20 kB
 # CONNACK return codes of MQTT 3.1.1 (paho reports them as the MQTT 5 reason codes 134 and 135)
 REFUSED = {134: (4, "bad user name or password"), 135: (5, "not authorised")}
@@ -84,32 +81,30 @@ class BambuDriver:
         return client
 
     async def run(self, ctx: DriverContext) -> None:
-        loop = asyncio.get_running_loop()
         client = self._new_client()
-        connected: asyncio.Future[None] = loop.create_future()
-        lost = asyncio.Event()
-        lost_reason: list[str] = []
         mid = self.machine.id
 
         def request_pushall() -> None:
             self._sequence += 1
             client.publish(self.request_topic, pushall(self._sequence), qos=0)
 
-        def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-            if rc.is_failure:
-                code, why = REFUSED.get(rc.value, (rc.value, str(rc)))
-                hint = ("; check access_code (the printer's LAN access code, Settings > Network on its screen; it "
-                        "changes when LAN mode is switched off and on)" if rc.value in REFUSED else "")
-                loop.call_soon_threadsafe(_settle, connected,
-                                          f"{self._where()} refused the connection (CONNACK {code}: {why}){hint}")
-                return
+        def on_accept(c: mqtt.Client, _flags: mqtt.ConnectFlags) -> None:
             c.subscribe(self.report_topic, qos=0)
             request_pushall()
-            loop.call_soon_threadsafe(_settle, connected, None)
 
-        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-            lost_reason.append(str(rc))
-            loop.call_soon_threadsafe(lost.set)
+        def refused(rc: ReasonCode) -> str:
+            code, why = REFUSED.get(rc.value, (rc.value, str(rc)))
+            hint = ("; check access_code (the printer's LAN access code, Settings > Network on its screen; it "
+                    "changes when LAN mode is switched off and on)" if rc.value in REFUSED else "")
+            return f"{self._where()} refused the connection (CONNACK {code}: {why}){hint}"
+
+        def explain(err: Exception) -> str | None:
+            if not isinstance(err, ssl.SSLCertVerificationError):
+                return None
+            how = (f"the CA in {self.machine.tls.ca_file!r} and the serial {self.machine.serial} as its name"
+                   if self.machine.tls.ca_file else "the pinned tls.fingerprint_sha256")
+            return (f"{self._where()}: its TLS certificate does not match {how}: "
+                    f"{err.verify_message or err}; the access code was not sent")
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             if len(msg.payload) > MAX_REPORT_BYTES:
@@ -121,48 +116,11 @@ class BambuDriver:
             if readings:
                 ctx.emit_blocking(readings)
 
-        client.on_connect = ctx.guard(on_connect)
-        client.on_disconnect = ctx.guard(on_disconnect)
+        link = BrokerLink(ctx, client, self.name, self._where(), on_accept=on_accept, refused=refused)
         client.on_message = ctx.guard(on_message)
-
-        try:
-            await asyncio.to_thread(client.connect, self.host, self.port, keepalive=self.machine.keepalive_s)
-        except ssl.SSLCertVerificationError as err:
-            how = (f"the CA in {self.machine.tls.ca_file!r} and the serial {self.machine.serial} as its name"
-                   if self.machine.tls.ca_file else "the pinned tls.fingerprint_sha256")
-            raise DriverUnavailable(f"{self._where()}: its TLS certificate does not match {how}: "
-                                    f"{err.verify_message or err}; the access code was not sent") from err
-        except (OSError, ssl.SSLError, ValueError) as err:
-            raise DriverUnavailable(f"cannot connect to {self._where()}: {err}") from err
-
-        def ended() -> None:
-            with contextlib.suppress(RuntimeError):  # the event loop is closed: the gateway has stopped
-                loop.call_soon_threadsafe(lost.set)
-
-        network = NetworkThread(client, f"paho {self.name}", on_fault=ctx.fault_threadsafe, on_exit=ended)
-        network.start()
-        try:
-            try:
-                await asyncio.wait_for(connected, self.machine.connect_timeout_s)
-            except TimeoutError as err:
-                raise DriverUnavailable(f"{self._where()} did not answer CONNECT in "
-                                        f"{self.machine.connect_timeout_s:g} s") from err
+        async with link.open(self.host, self.port, connect_timeout_s=self.machine.connect_timeout_s,
+                             explain=explain, keepalive=self.machine.keepalive_s):
             ctx.connected()
-            while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), self.machine.pushall_interval_s)
-                if not lost.is_set():
-                    network.call(request_pushall)
-            raise DriverUnavailable(f"lost connection to {self._where()}: "
-                                    f"{lost_reason[-1] if lost_reason else 'connection closed'}")
-        finally:
-            await asyncio.to_thread(network.stop, STOP_TIMEOUT_S)
-
-
-def _settle(fut: asyncio.Future[None], error: str | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(DriverUnavailable(error))
+            while True:
+                await link.until_lost(self.machine.pushall_interval_s)
+                link.network.call(request_pushall)

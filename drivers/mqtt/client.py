@@ -2,28 +2,37 @@
 
 Used by the MQTT driver, the MQTT notification channel (gateway/notify/channels.py) and the retained state
 publisher (gateway/state/topics.py), so TLS, credentials, protocol version, sessions and client ids mean the same
-everywhere. Only paho's public API is used.
+everywhere. The drivers that read a broker (MQTT, Sparkplug, Bambu) share one connection scaffold, `BrokerLink`.
+Only paho's public API is used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import select
 import socket
 import ssl
 import threading
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.mqtt.config import MqttBroker, TlsOptions
+from gateway.errors import DriverUnavailable
+
+if TYPE_CHECKING:
+    from gateway.driver import DriverContext
 
 Session = Literal["persistent", "clean"]
 SELECT_TIMEOUT_S = 1.0  # keep-alive pings are due at most this late
+CONNECT_TIMEOUT_S = 10.0  # how long a broker may take to answer CONNECT
+STOP_TIMEOUT_S = 2.0  # how long a clean disconnect may take
 
 
 def tls_context(tls: TlsOptions) -> ssl.SSLContext:
@@ -171,3 +180,126 @@ class NetworkThread:
             calls, self._calls = self._calls, []
         for fn in calls:
             fn()
+
+
+class BrokerLink:
+    """One connection of a driver to a broker, from CONNECT until it is lost.
+
+    It installs the client's `on_connect` and `on_disconnect`; `open` connects (in a thread: paho's connect blocks),
+    runs the network loop on a `NetworkThread` and waits for the CONNACK; `until_lost` raises `DriverUnavailable`
+    once the connection is gone, so the supervisor reconnects with backoff. `on_accept(client, flags)` runs on the
+    network thread on every accepted CONNACK (subscribe there); `refused(rc)` words a refused one. `where` names
+    the other end in messages ("broker host:port").
+    """
+
+    def __init__(self, ctx: DriverContext, client: mqtt.Client, name: str, where: str, *,
+                 on_accept: Callable[[mqtt.Client, mqtt.ConnectFlags], None],
+                 refused: Callable[[ReasonCode], str] = lambda rc: f"broker refused the connection: {rc}") -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client = client
+        self.where = where
+        self.network = NetworkThread(client, f"paho {name}", on_fault=ctx.fault_threadsafe, on_exit=self._ended)
+        self.acks = _AckBatch(self.network)
+        self._on_accept = on_accept
+        self._refused = refused
+        self._accepted: asyncio.Future[None] = self.loop.create_future()
+        self._lost = asyncio.Event()
+        self._lost_reason = "connection closed"
+        # an exception in a callback would end paho's network loop silently: it restarts the driver instead
+        client.on_connect = ctx.guard(self._on_connect)
+        client.on_disconnect = ctx.guard(self._on_disconnect)
+
+    def acker(self, msg: mqtt.MQTTMessage) -> Callable[[], None] | None:
+        """What acknowledges a QoS 1 or 2 message once the pipeline has its readings safe (None for QoS 0)."""
+        return _Acker(self.acks, msg.mid, msg.qos) if msg.qos else None
+
+    @contextlib.asynccontextmanager
+    async def open(self, host: str, port: int, *, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                   explain: Callable[[Exception], str | None] = lambda _err: None,
+                   farewell: Callable[[], object] | None = None, **connect_kwargs: Any) -> AsyncIterator[None]:
+        """Connected for the body (which ends in `until_lost`); on the way out, however it ends, `farewell` runs on
+        the network thread and the client disconnects cleanly. `explain` may word a failed connect itself."""
+        try:
+            try:
+                await asyncio.to_thread(self.client.connect, host, port, **connect_kwargs)
+            except (OSError, ssl.SSLError, ValueError) as err:
+                raise DriverUnavailable(explain(err) or f"cannot connect to {self.where}: {err}") from err
+            self.network.start()
+            try:
+                await asyncio.wait_for(self._accepted, connect_timeout_s)
+            except TimeoutError as err:
+                raise DriverUnavailable(f"{self.where} did not answer CONNECT in {connect_timeout_s:g} s") from err
+            yield
+        finally:
+            if farewell is not None:
+                self.network.call(farewell)
+            await asyncio.to_thread(self.network.stop, STOP_TIMEOUT_S)
+
+    async def until_lost(self, timeout_s: float | None = None) -> None:
+        """Raise `DriverUnavailable` once the connection is lost; return if `timeout_s` passes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), timeout_s)
+        if self._lost.is_set():
+            raise DriverUnavailable(f"lost connection to {self.where}: {self._lost_reason}")
+
+    def _on_connect(self, c: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            self.loop.call_soon_threadsafe(_settle, self._accepted, self._refused(rc))
+            return
+        self._on_accept(c, flags)
+        self.loop.call_soon_threadsafe(_settle, self._accepted, None)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._lost_reason = str(rc)
+        self.loop.call_soon_threadsafe(self._lost.set)
+
+    def _ended(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: the gateway has stopped
+            self.loop.call_soon_threadsafe(self._lost.set)
+
+
+class _AckBatch:
+    """Acknowledgements released by the pipeline, handed to the network thread together (one wake-up per burst),
+    and sent there in the order the messages came (MQTT requires it)."""
+
+    def __init__(self, network: NetworkThread) -> None:
+        self.network = network
+        self._acks: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def add(self, mid: int, qos: int) -> None:
+        with self._lock:
+            self._acks.append((mid, qos))
+            first = len(self._acks) == 1
+        if first:
+            self.network.call(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+        client = self.network.client
+        for mid, qos in acks:
+            client.ack(mid, qos)
+
+
+class _Acker:
+    """Releases the acknowledgement of one QoS 1 or 2 message once the pipeline has its readings safe."""
+
+    __slots__ = ("batch", "mid", "qos")
+
+    def __init__(self, batch: _AckBatch, mid: int, qos: int) -> None:
+        self.batch = batch
+        self.mid = mid
+        self.qos = qos
+
+    def __call__(self) -> None:
+        self.batch.add(self.mid, self.qos)
+
+
+def _settle(fut: asyncio.Future[None], error: str | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(DriverUnavailable(error))

@@ -4,7 +4,7 @@ On every connection (a clean session, as Sparkplug 3.0 requires of host applicat
 `spBv1.0/STATE/<host_id>` = `{"online": false, "timestamp": T}` (QoS 1, retained), subscribes to its own STATE topic
 and to `spBv1.0/<group>/#` of every configured group, and once the broker has acknowledged the subscriptions
 publishes `{"online": true, "timestamp": T}` there, retained. What each message means is decided by the pure
-`HostSession` (session.py); this module does the I/O: paho's network loop on a thread of ours (`NetworkThread`),
+`HostSession` (session.py); this module does the I/O: the connection (`BrokerLink`, paho's loop on our thread),
 readings handed to the pipeline with `emit_blocking`, QoS 1 messages acknowledged after the commit (as the MQTT
 driver does), rebirth requests published as NCMD, and machines marked online/offline on births and deaths.
 When the gateway stops it publishes STATE offline before disconnecting.
@@ -13,10 +13,8 @@ When the gateway stops it publishes STATE offline before disconnecting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -25,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from drivers.mqtt.client import NetworkThread, connect_args, new_client
+from drivers.mqtt.client import BrokerLink, connect_args, new_client
 from drivers.mqtt.config import MqttBroker
 from drivers.sparkplug.config import SparkplugMachine
 from drivers.sparkplug.payload import node_topic, rebirth_request, state_topic
@@ -34,9 +32,6 @@ from gateway.driver import DriverContext, Retry
 from gateway.errors import DriverUnavailable
 
 log = logging.getLogger(__name__)
-
-CONNECT_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 2.0
 
 
 def state_payload(online: bool, timestamp_ms: int) -> bytes:
@@ -66,9 +61,6 @@ class SparkplugDriver:
         stamp_ms = time.time_ns() // 1_000_000  # the STATE timestamp of this connection: will and birth alike
         client = new_client(self.broker, self.client_id, session="clean", manual_ack=True)
         client.will_set(self.state_topic, state_payload(False, stamp_ms), qos=1, retain=True)
-        connected: asyncio.Future[None] = loop.create_future()
-        lost = asyncio.Event()
-        lost_reason: list[str] = []
         pending_subs: set[int] = set()
         online = threading.Event()  # STATE online published on this connection
 
@@ -76,16 +68,12 @@ class SparkplugDriver:
             client.publish(self.state_topic, state_payload(True, stamp_ms), qos=1, retain=True)
             online.set()
 
-        def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-            if rc.is_failure:
-                loop.call_soon_threadsafe(_settle, connected, f"broker refused the connection: {rc}")
-                return
+        def on_accept(c: mqtt.Client, _flags: mqtt.ConnectFlags) -> None:
             session.reset()
             for topic in subscriptions:
                 _rc, mid = c.subscribe(topic, qos=1)
                 if mid is not None:
                     pending_subs.add(mid)
-            loop.call_soon_threadsafe(_settle, connected, None)
 
         def on_subscribe(_c: mqtt.Client, _u: Any, mid: int, codes: list[ReasonCode], _p: Any) -> None:
             pending_subs.discard(mid)
@@ -96,10 +84,6 @@ class SparkplugDriver:
                 return
             if not pending_subs and not online.is_set():
                 publish_state()  # Sparkplug 3.0: the STATE birth follows the acknowledged subscriptions
-
-        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-            lost_reason.append(str(rc))
-            loop.call_soon_threadsafe(lost.set)
 
         def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             try:
@@ -114,40 +98,19 @@ class SparkplugDriver:
                 publish_state()
             if out.online or out.offline:
                 loop.call_soon_threadsafe(_connection_state, ctx, out)
-            ctx.emit_blocking(out.readings, _Acker(network, msg.mid, msg.qos) if msg.qos else None)
+            ctx.emit_blocking(out.readings, link.acker(msg))
 
-        # an exception in a callback would end paho's network loop silently: it restarts the driver instead
-        client.on_connect = ctx.guard(on_connect)
-        client.on_subscribe = ctx.guard(on_subscribe)
-        client.on_disconnect = ctx.guard(on_disconnect)
-        client.on_message = ctx.guard(on_message)
-
-        try:
-            await asyncio.to_thread(client.connect, self.host, self.port, **connect_args(self.broker, "clean"))
-        except (OSError, ssl.SSLError, ValueError) as err:
-            raise DriverUnavailable(f"cannot connect to broker {self.host}:{self.port}: {err}") from err
-
-        def ended() -> None:
-            with contextlib.suppress(RuntimeError):  # the event loop is closed: the gateway has stopped
-                loop.call_soon_threadsafe(lost.set)
-
-        network = NetworkThread(client, f"paho {self.name}", on_fault=ctx.fault_threadsafe, on_exit=ended)
-        network.start()
-        try:
-            try:
-                await asyncio.wait_for(connected, CONNECT_TIMEOUT_S)
-            except TimeoutError as err:
-                raise DriverUnavailable(f"broker {self.host}:{self.port} did not answer CONNECT in "
-                                        f"{CONNECT_TIMEOUT_S:.0f} s") from err
-            ctx.connected([])  # the broker is reached; each machine comes online with its birth certificate
-            await lost.wait()
-            raise DriverUnavailable(f"lost connection to broker {self.host}:{self.port}: "
-                                    f"{lost_reason[-1] if lost_reason else 'unknown reason'}")
-        finally:
+        def farewell() -> None:
             # an intentional disconnect publishes STATE offline first (the broker drops the will on DISCONNECT)
-            network.call(lambda: client.publish(self.state_topic, state_payload(False, time.time_ns() // 1_000_000),
-                                                qos=1, retain=True))
-            await asyncio.to_thread(network.stop, STOP_TIMEOUT_S)
+            client.publish(self.state_topic, state_payload(False, time.time_ns() // 1_000_000), qos=1, retain=True)
+
+        link = BrokerLink(ctx, client, self.name, f"broker {self.host}:{self.port}", on_accept=on_accept)
+        # an exception in a callback would end paho's network loop silently: it restarts the driver instead
+        client.on_subscribe = ctx.guard(on_subscribe)
+        client.on_message = ctx.guard(on_message)
+        async with link.open(self.host, self.port, farewell=farewell, **connect_args(self.broker, "clean")):
+            ctx.connected([])  # the broker is reached; each machine comes online with its birth certificate
+            await link.until_lost()
 
 
 def _connection_state(ctx: DriverContext, out: Outcome) -> None:
@@ -155,27 +118,3 @@ def _connection_state(ctx: DriverContext, out: Outcome) -> None:
         ctx.disconnected(out.offline_reason, out.offline, retrying=False)
     if out.online:
         ctx.connected(out.online)
-
-
-class _Acker:
-    """Releases the acknowledgement of one QoS 1 or 2 message once the pipeline has its readings safe."""
-
-    __slots__ = ("mid", "network", "qos")
-
-    def __init__(self, network: NetworkThread, mid: int, qos: int) -> None:
-        self.network = network
-        self.mid = mid
-        self.qos = qos
-
-    def __call__(self) -> None:
-        client = self.network.client
-        self.network.call(lambda: client.ack(self.mid, self.qos))
-
-
-def _settle(fut: asyncio.Future[None], error: str | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(DriverUnavailable(error))
