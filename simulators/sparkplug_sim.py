@@ -138,6 +138,8 @@ class EdgeNode:
         self.births_enabled = True  # hook: False publishes no birth (on connect or when asked)
         self.data_without_birth = False  # hook: True sends data although no birth was published
         self._gap = 0
+        self._held_back = False  # `overtake`: the next message waits for the one after it
+        self._overtaken: tuple[str, bytes, int] | None = None
         self._born = False
         self._boot_ms = int(clock() * 1000)
         self._lock = threading.RLock()
@@ -181,6 +183,12 @@ class EdgeNode:
         """The next message skips `n` sequence numbers, as if messages were lost."""
         with self._lock:
             self._gap += n
+
+    def overtake(self) -> None:
+        """The next message is delivered after the one that follows it, as a clustered broker may do with messages
+        on different topics (MQTT keeps order per topic only)."""
+        with self._lock:
+            self._held_back = True
 
     def device_death(self, device: str) -> None:
         """DDEATH for `device`; it sends nothing until `device_birth`."""
@@ -244,7 +252,14 @@ class EdgeNode:
 
     def _publish(self, topic: str, p: Payload | bytes, qos: int = 0) -> None:
         data = p if isinstance(p, bytes) else p.SerializeToString()
+        if self._held_back:
+            self._held_back = False
+            self._overtaken = (topic, data, qos)
+            return
         self._client.publish(topic, data, qos=qos)
+        if self._overtaken is not None:
+            held, self._overtaken = self._overtaken, None
+            self._client.publish(held[0], held[1], qos=held[2])
 
     def _birth_sequence(self) -> None:
         """NBIRTH (seq 0) and every live device's DBIRTH."""

@@ -226,7 +226,9 @@ class BrokerLink:
                 raise DriverUnavailable(explain(err) or f"cannot connect to {self.where}: {err}") from err
             self.network.start()
             try:
-                await asyncio.wait_for(self._accepted, connect_timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (gh-86296)
+                async with asyncio.timeout(connect_timeout_s):
+                    await self._accepted
             except TimeoutError as err:
                 raise DriverUnavailable(f"{self.where} did not answer CONNECT in {connect_timeout_s:g} s") from err
             yield
@@ -238,7 +240,8 @@ class BrokerLink:
     async def until_lost(self, timeout_s: float | None = None) -> None:
         """Raise `DriverUnavailable` once the connection is lost; return if `timeout_s` passes first."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._lost.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._lost.wait()
         if self._lost.is_set():
             raise DriverUnavailable(f"lost connection to {self.where}: {self._lost_reason}")
 

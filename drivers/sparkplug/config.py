@@ -62,6 +62,12 @@ class SparkplugMachine(MachineBase):
     signals: dict[str, MetricMap] = Field(
         min_length=1, description="Signal name -> the metric it reads and how (type, unit, scale, map)."
     )
+    reorder_timeout_s: float = Field(
+        default=2.0, ge=0, le=60,
+        description="Sparkplug 'Reorder Timeout' of the edge node: how long a message that came before the ones it "
+        "follows (seq out of order, or before the NBIRTH) waits for them before the gateway asks for a rebirth. "
+        "Clustered brokers (EMQX, HiveMQ) can reorder messages across topics; 0: ask at once.",
+    )
 
     @field_validator("group", "edge_node", "device", "host_id")
     @classmethod

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,6 +32,8 @@ from gateway.driver import DriverContext, Retry
 from gateway.errors import DriverUnavailable
 
 log = logging.getLogger(__name__)
+
+TICK_S = 0.25  # how late a reorder timeout may be noticed
 
 
 def state_payload(online: bool, timestamp_ms: int) -> bytes:
@@ -85,20 +87,30 @@ class SparkplugDriver:
             if not pending_subs and not online.is_set():
                 publish_state()  # Sparkplug 3.0: the STATE birth follows the acknowledged subscriptions
 
-        def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        def act(out: Outcome, ack: Callable[[], None] | None) -> None:
+            """What a message or the passing of time led to (on the network thread, which owns `session`)."""
+            for group, edge_node in out.rebirths:
+                log.info("%s: asking Sparkplug edge node %s/%s for a rebirth", self.name, group, edge_node)
+                client.publish(node_topic("NCMD", group, edge_node), rebirth_request(time.time_ns() // 1_000_000),
+                               qos=0)
+            if out.republish_state and online.is_set():
+                publish_state()
+            if out.online or out.offline:
+                loop.call_soon_threadsafe(_connection_state, ctx, out)
+            ctx.emit_blocking(out.readings, ack)
+
+        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             try:
                 out = session.handle(msg.topic, msg.payload, time.time_ns())
             except Exception as err:  # whatever one message does, it is bad input: counted, acknowledged, dropped
                 ctx.bad_input("undecodable", None, f"{msg.topic!r}: {type(err).__name__}: {str(err)[:120]}")
                 out = Outcome()
-            for group, edge_node in out.rebirths:
-                log.info("%s: asking Sparkplug edge node %s/%s for a rebirth", self.name, group, edge_node)
-                c.publish(node_topic("NCMD", group, edge_node), rebirth_request(time.time_ns() // 1_000_000), qos=0)
-            if out.republish_state and online.is_set():
-                publish_state()
-            if out.online or out.offline:
-                loop.call_soon_threadsafe(_connection_state, ctx, out)
-            ctx.emit_blocking(out.readings, link.acker(msg))
+            # a message held for the reorder timeout is acknowledged now (Sparkplug data is QoS 0; only a QoS 1
+            # one held would be lost if the gateway died within the timeout)
+            act(out, link.acker(msg))
+
+        def tick() -> None:
+            act(session.tick(), None)
 
         def farewell() -> None:
             # an intentional disconnect publishes STATE offline first (the broker drops the will on DISCONNECT)
@@ -110,7 +122,10 @@ class SparkplugDriver:
         client.on_message = ctx.guard(on_message)
         async with link.open(self.host, self.port, farewell=farewell, **connect_args(self.broker, "clean")):
             ctx.connected([])  # the broker is reached; each machine comes online with its birth certificate
-            await link.until_lost()
+            guarded_tick = ctx.guard(tick)
+            while True:  # reorder timeouts and delayed rebirth requests are checked on the network thread
+                await link.until_lost(TICK_S)
+                link.network.call(guarded_tick)
 
 
 def _connection_state(ctx: DriverContext, out: Outcome) -> None:

@@ -217,6 +217,37 @@ async def test_a_sequence_gap_triggers_exactly_one_rebirth_request(mosquitto: Mo
         spy.close()
 
 
+async def test_messages_delivered_out_of_order_are_put_back_in_order_without_a_rebirth(mosquitto: Mosquitto) -> None:
+    """What a clustered broker may do (MQTT orders per topic only): a DDATA delivered after the next message, and a
+    rebirth's NBIRTH delivered after its first DBIRTH. Within the reorder timeout both are put back in seq order:
+    no rebirth request, nothing counted as bad, the device's values keep coming."""
+    group = f"g{uuid.uuid4().hex[:8]}"
+    ms = machines(group)
+    spy = Spy(mosquitto.port, group)
+    try:
+        async with host(mosquitto.port, ms) as gw:
+            await until(lambda: spy.states, "the gateway's STATE")
+            with edge_node(mosquitto.port, ms) as node:
+                await gw.wait_for("values", lambda: gw.of("cnc-01", "part_count") and gw.of("furnace-01", "door_open"))
+                sent = node.data_sent
+                node.overtake()
+                await until(lambda: node.data_sent > sent + 4, "data after the overtaken message")
+                node.overtake()
+                births = node.births
+                node.rebirth()  # NBIRTH (seq 0) held back behind the first DBIRTH (seq 1)
+                assert node.births == births + 1
+                after = time.time_ns()
+                await gw.wait_for("values of the new session", lambda: gw.of("cnc-01", "spindle_speed", after)
+                                  and gw.of("furnace-01", "temperature", after))
+                sent = node.data_sent
+                await until(lambda: node.data_sent > sent + 4, "more data in the new session")
+                assert gw.bad("sequence_gap") == gw.bad("before_birth") == 0
+                assert node.rebirth_requests == spy.rebirths == 0
+                assert gw.state("cnc-01") != "offline"
+    finally:
+        spy.close()
+
+
 async def test_ndeath_marks_devices_offline_and_a_stale_ndeath_does_not(mosquitto: Mosquitto,
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)

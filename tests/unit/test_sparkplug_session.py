@@ -31,7 +31,7 @@ class Clock:
 
 
 class Host:
-    def __init__(self, machines: list[SparkplugMachine] | None = None) -> None:
+    def __init__(self, machines: list[SparkplugMachine] | None = None, reorder_s: float = 0.0) -> None:
         self.bad: list[tuple[str, str | None, str]] = []
         self.clock = Clock()
         self.session = HostSession(machines or [
@@ -42,7 +42,7 @@ class Host:
                                       "serviced_ms": {"metric": "Serviced", "type": "int"}}),
             machine("furnace-01", "furnace", {"temperature": {"metric": "Temperature", "unit": "degC"}}),
             machine("node-01", None, {"uptime": {"metric": "Properties/Uptime", "unit": "s"}}),
-        ], "kartech-gw", lambda r, m, d: self.bad.append((r, m, d)), clock=self.clock)
+        ], "kartech-gw", lambda r, m, d: self.bad.append((r, m, d)), clock=self.clock, reorder_s=reorder_s)
         self.seq = -1
 
     def send(self, topic: str, p: Payload | bytes, *, seq: int | None = None, next_seq: bool = True) -> Outcome:
@@ -54,9 +54,9 @@ class Host:
     def reasons(self) -> list[str]:
         return [r for r, _m, _d in self.bad]
 
-    def nbirth(self, bdseq: int = 0) -> Outcome:
+    def nbirth(self, bdseq: int = 0, timestamp: int = 1_000) -> Outcome:
         self.seq = -1
-        return self.send(NODE % "NBIRTH", Payload(timestamp=1_000, metrics=[
+        return self.send(NODE % "NBIRTH", Payload(timestamp=timestamp, metrics=[
             Payload.Metric(name="bdSeq", alias=1, datatype=DataType.Int64, long_value=bdseq),
             Payload.Metric(name="Node Control/Rebirth", alias=2, datatype=DataType.Boolean, boolean_value=False),
             Payload.Metric(name="Properties/Uptime", alias=3, datatype=DataType.UInt64, long_value=12),
@@ -286,3 +286,108 @@ def test_own_state_offline_is_answered(host: str, payload: bytes, republish: boo
 def test_groups_to_subscribe() -> None:
     h = Host([machine("a", "x", {"s": {}}), machine("b", None, {"s": {}}, edge_node="other")])
     assert h.session.groups() == [G]
+
+
+# --- the reorder timeout (Sparkplug 3.0, 5.x "Host Application Message Ordering") ----------------------------------
+
+def test_messages_out_of_order_within_the_reorder_timeout_are_used_in_seq_order() -> None:
+    h = Host(reorder_s=2.0).born()
+    first = h.seq + 1
+    early = h.ddata(seq=first + 1, value=2.0)  # overtook the one before it (another topic, a clustered broker)
+    assert (early.readings, early.rebirths) == ([], [])
+    h.clock.t += 1.5
+    late = h.ddata(seq=first, value=1.0)
+    assert [r.value for r in late.readings] == [1.0, 2.0]  # in seq order
+    assert (late.rebirths, h.bad) == ([], [])
+    h.seq = first + 1
+    h.clock.t += 10
+    assert h.session.tick().rebirths == []  # nothing is waiting any more
+    assert values(h.ddata(value=3.0)) == {("cnc-01", "speed"): 3.0}
+
+
+def test_a_gap_that_outlasts_the_reorder_timeout_asks_once_and_keeps_the_data() -> None:
+    h = Host(reorder_s=2.0).born()
+    lost = h.seq + 1
+    h.ddata(seq=lost + 1, value=2.0)
+    h.ddata(seq=lost + 2, value=3.0)
+    assert h.session.next_deadline() == h.clock.t + 2.0
+    h.clock.t += 1.9
+    assert h.session.tick().rebirths == []
+    h.clock.t += 0.1
+    out = h.session.tick()
+    assert out.rebirths == [(G, N)]
+    assert [r.value for r in out.readings] == [2.0, 3.0]  # their aliases are known: used, in seq order
+    assert h.reasons() == ["sequence_gap"]
+    assert f"expected {lost}, which did not come within 2 s" in h.bad[0][2]
+    assert h.session.next_deadline() is None
+    assert values(h.ddata(value=4.0)) == {("cnc-01", "speed"): 4.0}  # the session goes on from the last seq
+    assert h.reasons() == ["sequence_gap"]
+
+
+def test_a_dbirth_that_overtakes_its_nbirth_after_a_restart_is_used_after_it() -> None:
+    h = Host(reorder_s=2.0).born()
+    h.ddata()
+    # the node restarts: NBIRTH (seq 0) and DBIRTH (seq 1) of the new session, delivered the other way round
+    h.seq = 0
+    early = h.dbirth_cnc()  # seq 1
+    assert (early.readings, early.online, early.rebirths) == ([], [], [])
+    out = h.nbirth(bdseq=1)
+    assert out.online == ["node-01", "cnc-01"]
+    assert values(out)[("cnc-01", "speed")] == 1200.5
+    h.seq = 1
+    assert values(h.ddata(value=1000.0)) == {("cnc-01", "speed"): 1000.0}  # alias 10 of the new DBIRTH
+    assert (h.bad, out.rebirths) == ([], [])
+
+
+def test_a_held_message_older_than_the_next_nbirth_is_dropped() -> None:
+    h = Host(reorder_s=2.0).born()
+    h.ddata(seq=h.seq + 2)  # stamped 3_000: the session before
+    out = h.nbirth(bdseq=1, timestamp=4_000)
+    assert h.session.next_deadline() is None  # nothing held any more
+    h.dbirth_cnc()
+    h.clock.t += 5
+    assert h.session.tick().readings == []
+    assert out.rebirths == []
+
+
+def test_data_before_any_birth_waits_then_asks_once() -> None:
+    h = Host(reorder_s=2.0)
+    outs = [h.ddata() for _ in range(3)]
+    assert [(o.readings, o.rebirths) for o in outs] == [([], [])] * 3
+    assert h.bad == []
+    h.clock.t += 2.0
+    out = h.session.tick()
+    assert (out.readings, out.rebirths) == ([], [(G, N)])
+    assert h.reasons() == ["before_birth"] * 3
+
+
+def test_what_is_held_is_bounded() -> None:
+    h = Host(reorder_s=2.0)
+    outs = [h.ddata(seq=i % 256) for i in range(300)]
+    assert sum(1 for o in outs if o.rebirths) == 1
+    assert len(h.session.nodes[(G, N)].held) == 255  # every other seq is held, at most once
+    assert h.reasons() == ["before_birth"] * 45  # the rest is not held: counted at once
+
+
+def test_an_nbirth_the_ndeath_overtook_does_not_revive_the_node() -> None:
+    h = Host(reorder_s=2.0)
+    h.nbirth(bdseq=7)
+    h.dbirth_cnc()
+    assert h.ndeath(7).offline
+    h.clock.t += 0.1
+    late = h.nbirth(bdseq=7)  # the rebirth in flight when the node died, delivered after its will
+    assert (late.online, late.readings, late.rebirths) == ([], [], [])
+    assert h.reasons() == ["late_birth"]
+    h.clock.t += 1.0
+    assert h.session.tick().rebirths == []
+    h.clock.t += 1.0  # the window has passed: ask, in case the node restarted with the same bdSeq
+    assert h.session.tick().rebirths == [(G, N)]
+    assert h.nbirth(bdseq=7).online == ["node-01"]
+
+
+def test_an_nbirth_of_a_new_bdseq_right_after_the_ndeath_is_a_new_session() -> None:
+    h = Host(reorder_s=2.0)
+    h.nbirth(bdseq=7)
+    h.ndeath(7)
+    assert h.nbirth(bdseq=8).online == ["node-01"]
+    assert h.bad == []
