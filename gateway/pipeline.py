@@ -173,7 +173,8 @@ class SinkWorker:
                 while self._mem_count < self.batch_size and (left := deadline - time.monotonic()) > 0:
                     self._has_data.clear()
                     try:
-                        await asyncio.wait_for(self._has_data.wait(), left)
+                        async with asyncio.timeout(left):
+                            await self._has_data.wait()
                     except TimeoutError:
                         break
             groups = await self._next_groups()

@@ -86,7 +86,8 @@ class MoonrakerDriver:
             raise
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await ws.close()
 
     async def _offline(self, ctx: DriverContext) -> None:
         """Say at once that the printer is offline (instead of waiting for its data to go stale)."""

@@ -90,7 +90,8 @@ class Notifier:
             self._wake.clear()
             await self.run_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_due_s())
+                async with asyncio.timeout(self._next_due_s()):
+                    await self._wake.wait()
 
     def stats(self) -> dict[str, int]:
         rows = self.store.query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
