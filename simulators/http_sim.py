@@ -5,7 +5,8 @@ server sends (status line, `WWW-Authenticate`, an empty 204, keep-alive) and can
 closes the listener and every open connection (the printer switched off), `come_back()` listens on the same port
 again.
 
-`handler(request) -> Response` runs on the server's loop; it must not block.
+`HttpSim(app)` serves `app.handle(request) -> Response`, which runs on the server's loop and must not block;
+the simulated device stays reachable as `sim.app`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
@@ -42,12 +43,18 @@ class Response:
     headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
-Handler = Callable[[Request], Response]
+class App(Protocol):
+    def handle(self, req: Request) -> Response: ...
 
 
-class HttpSim:
-    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0, name: str = "http") -> None:
-        self.handler = handler
+A = TypeVar("A", bound=App)
+
+
+class HttpSim(Generic[A]):
+    """A simulated device (`app`) behind its own little web server."""
+
+    def __init__(self, app: A, *, host: str = "127.0.0.1", port: int = 0, name: str = "http") -> None:
+        self.app = app
         self.host = host
         self.port = port
         self.name = name
@@ -129,7 +136,7 @@ class HttpSim:
                 request = await _read_request(reader)
                 if request is None:
                     return
-                resp = self.handler(request)
+                resp = self.app.handle(request)
                 close = request.headers.get("connection", "").lower() == "close"
                 writer.write(_encode(resp, close))
                 await writer.drain()

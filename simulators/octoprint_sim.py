@@ -142,36 +142,18 @@ def _json(doc: object, status: int = 200) -> Response:
     return Response(status, json.dumps(doc, allow_nan=False).encode(), "application/json")
 
 
-class OctoPrintSim:
-    """A simulated OctoPrint behind its own little web server."""
-
-    def __init__(self, server: OctoPrintServer, *, port: int = 0, name: str = "octoprint") -> None:
-        self.server = server
-        self.http = HttpSim(server.handle, port=port, name=name)
-
-    @property
-    def url(self) -> str:
-        return self.http.url
-
-    def start(self) -> str:
-        return self.http.start()
-
-    def stop(self) -> None:
-        self.http.stop()
-
-
 class OctoPrintLab:
     """The virtual-lab part: one simulated OctoPrint per machine whose url is on this host."""
 
     def __init__(self, machines: Sequence[OctoPrintMachine], *, seed: int = 1, free_ports: bool = False,
                  time_scale: float = 10.0) -> None:
-        self.sims: dict[str, OctoPrintSim] = {}
+        self.sims: dict[str, HttpSim[OctoPrintServer]] = {}
         for i, m in enumerate(machines):
             host, _, rest = m.url.split("://", 1)[1].partition(":")
             if host not in ("127.0.0.1", "localhost") or "/" in rest:
                 continue
             server = OctoPrintServer(api_key=m.api_key, seed=seed + 100 + i, time_scale=time_scale)
-            self.sims[m.id] = OctoPrintSim(server, port=0 if free_ports else int(rest or 80), name=m.id)
+            self.sims[m.id] = HttpSim(server, port=0 if free_ports else int(rest or 80), name=m.id)
 
     def start(self) -> None:
         for s in self.sims.values():

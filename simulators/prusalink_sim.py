@@ -215,37 +215,19 @@ def _json(doc: object) -> Response:
     return Response(200, json.dumps(doc, allow_nan=False).encode(), "application/json")
 
 
-class PrusaLinkSim:
-    """A simulated printer behind its own little web server."""
-
-    def __init__(self, printer: PrusaLinkPrinter, *, port: int = 0, name: str = "prusalink") -> None:
-        self.printer = printer
-        self.http = HttpSim(printer.handle, port=port, name=name)
-
-    @property
-    def url(self) -> str:
-        return self.http.url
-
-    def start(self) -> str:
-        return self.http.start()
-
-    def stop(self) -> None:
-        self.http.stop()
-
-
 class PrusaLinkLab:
     """The virtual-lab part: one simulated printer per machine whose url is on this host."""
 
     def __init__(self, machines: Sequence[PrusaLinkMachine], *, seed: int = 1, free_ports: bool = False,
                  time_scale: float = 10.0) -> None:
-        self.sims: dict[str, PrusaLinkSim] = {}
+        self.sims: dict[str, HttpSim[PrusaLinkPrinter]] = {}
         for i, m in enumerate(machines):
             host, _, port = m.url.split("://", 1)[1].partition(":")
             if host not in ("127.0.0.1", "localhost"):
                 continue
             printer = PrusaLinkPrinter(password=m.password or m.api_key, username=m.username, seed=seed + i,
                                        time_scale=time_scale, start_progress_pct=35.0 if i == 0 else None)
-            self.sims[m.id] = PrusaLinkSim(printer, port=0 if free_ports else int(port or 80), name=m.id)
+            self.sims[m.id] = HttpSim(printer, port=0 if free_ports else int(port or 80), name=m.id)
 
     def start(self) -> None:
         for s in self.sims.values():
@@ -256,7 +238,7 @@ class PrusaLinkLab:
             s.stop()
 
     def describe(self) -> list[str]:
-        return [f"prusalink: {mid} at {s.url} (PrusaLink v1, {'Digest' if s.printer.digest else 'no'} auth)"
+        return [f"prusalink: {mid} at {s.url} (PrusaLink v1, {'Digest' if s.app.digest else 'no'} auth)"
                 for mid, s in self.sims.items()]
 
     def reachable(self, machine: MachineBase) -> MachineBase:

@@ -18,9 +18,11 @@ from kit.driver import DriverHarness, supervised
 from drivers.octoprint.config import OctoPrintMachine
 from drivers.octoprint.driver import OctoPrintDriver
 from gateway.machines import MachineMeta
-from simulators.octoprint_sim import PRINT_FILES, OctoPrintServer, OctoPrintSim
+from simulators.http_sim import HttpSim
+from simulators.octoprint_sim import PRINT_FILES, OctoPrintServer
 
 KEY = "0123456789ABCDEF0123456789ABCDEF"
+Sim = HttpSim[OctoPrintServer]  # the simulated device is `sim.app`
 
 
 def machine(url: str, mid: str = "ender-01", api_key: str = KEY) -> OctoPrintMachine:
@@ -37,25 +39,25 @@ async def reading(m: OctoPrintMachine) -> AsyncIterator[DriverHarness]:
         yield h
 
 
-def start_sim(**kw: Any) -> OctoPrintSim:
+def start_sim(**kw: Any) -> Sim:
     kw.setdefault("api_key", KEY)
     kw.setdefault("time_scale", 60.0)
     kw.setdefault("job_minutes", (3.0, 3.0))
     kw.setdefault("gap_minutes", (0.5, 0.5))
-    sim = OctoPrintSim(OctoPrintServer(**kw))
+    sim = HttpSim(OctoPrintServer(**kw), name="octoprint")
     sim.start()
     return sim
 
 
 @pytest.fixture
-def sim() -> Iterator[OctoPrintSim]:
+def sim() -> Iterator[Sim]:
     s = start_sim()
     yield s
     s.stop()
-    assert s.server.writes == 0, "the driver sent something other than GET"
+    assert s.app.writes == 0, "the driver sent something other than GET"
 
 
-async def test_values_states_and_jobs_arrive_mapped(sim: OctoPrintSim) -> None:
+async def test_values_states_and_jobs_arrive_mapped(sim: Sim) -> None:
     m = machine(sim.url)
     async with reading(m) as h:
         events = h.lab.subscribe()
@@ -80,27 +82,27 @@ async def test_values_states_and_jobs_arrive_mapped(sim: OctoPrintSim) -> None:
     assert h.ctx.restarts == 0
 
 
-async def test_409_is_a_state_not_an_error(sim: OctoPrintSim, caplog: pytest.LogCaptureFixture) -> None:
+async def test_409_is_a_state_not_an_error(sim: Sim, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     m = machine(sim.url)
     async with reading(m) as h:
         await h.wait_for("values", lambda: h.values("bed_temp"))
-        sim.server.connected = False  # OctoPrint runs, the printer's USB cable is out
+        sim.app.connected = False  # OctoPrint runs, the printer's USB cable is out
         await h.wait_for("the printer offline", lambda: h.state() == "offline")
         n = len(h.values("printer_state"))
         await h.wait_for("polls meanwhile", lambda: len(h.values("printer_state")) >= n + 2)
         assert h.values("printer_state")[-1] == "Offline"
         assert h.ctx.is_connected  # OctoPrint itself answers
-        sim.server.connected = True
+        sim.app.connected = True
         await h.wait_for("the printer back", lambda: h.state() != "offline")
     assert [r for r in caplog.records if r.name.startswith(("gateway", "drivers"))] == []
 
 
-async def test_wrong_key_is_said_once(sim: OctoPrintSim, caplog: pytest.LogCaptureFixture) -> None:
+async def test_wrong_key_is_said_once(sim: Sim, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     m = machine(sim.url, api_key="not-the-key")
     async with reading(m) as h:
-        await h.wait_for("several refused polls", lambda: sim.http.requests >= 5)
+        await h.wait_for("several refused polls", lambda: sim.requests >= 5)
         assert not h.ctx.is_connected
     said = [r.getMessage() for r in caplog.records if "refused the gateway's credentials" in r.getMessage()]
     assert len(said) == 1, said
@@ -110,15 +112,15 @@ async def test_wrong_key_is_said_once(sim: OctoPrintSim, caplog: pytest.LogCaptu
     assert h.values("bed_temp") == []
 
 
-async def test_octoprint_going_away_and_back(sim: OctoPrintSim, caplog: pytest.LogCaptureFixture) -> None:
+async def test_octoprint_going_away_and_back(sim: Sim, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     m = machine(sim.url)
     async with reading(m) as h:
         await h.wait_for("values", lambda: h.values("bed_temp"))
-        sim.http.go_away()
+        sim.go_away()
         await h.wait_for("offline", lambda: "offline" in h.values("state"))
         await asyncio.sleep(2.5)  # a few failed attempts while it is away
-        sim.http.come_back()
+        sim.come_back()
         back = time.time_ns()
         took = await h.wait_for("fresh values", lambda: h.of(m.id, "bed_temp", since_ns=back), timeout_s=5)
         assert took < 5
@@ -128,13 +130,13 @@ async def test_octoprint_going_away_and_back(sim: OctoPrintSim, caplog: pytest.L
 
 
 @pytest.mark.parametrize("fault", ["malformed_json", "unexpected_shape"])
-async def test_bad_answers_are_counted_and_reading_goes_on(sim: OctoPrintSim, fault: str) -> None:
+async def test_bad_answers_are_counted_and_reading_goes_on(sim: Sim, fault: str) -> None:
     m = machine(sim.url)
     async with reading(m) as h:
         await h.wait_for("values", lambda: h.values("bed_temp"))
-        sim.server.corrupt = fault  # type: ignore[assignment]
+        sim.app.corrupt = fault  # type: ignore[assignment]
         await h.wait_for(f"{fault} counted", lambda: h.bad(fault) >= 2)
-        sim.server.corrupt = None
+        sim.app.corrupt = None
         n = len(h.values("printer_state"))
         await h.wait_for("good answers again", lambda: len(h.values("printer_state")) > n)
         assert h.ctx.restarts == 0

@@ -19,9 +19,11 @@ from kit.driver import DriverHarness, supervised
 from drivers.prusalink.config import PrusaLinkMachine
 from drivers.prusalink.driver import PrusaLinkDriver
 from gateway.machines import MachineMeta
-from simulators.prusalink_sim import PRINT_FILES, PrusaLinkPrinter, PrusaLinkSim
+from simulators.http_sim import HttpSim
+from simulators.prusalink_sim import PRINT_FILES, PrusaLinkPrinter
 
 PASSWORD = "mk4-digest-pass"
+Sim = HttpSim[PrusaLinkPrinter]  # the simulated device is `sim.app`
 
 
 def machine(url: str, mid: str = "mk4-01", **kw: Any) -> PrusaLinkMachine:
@@ -35,22 +37,22 @@ def meta(m: PrusaLinkMachine) -> MachineMeta:
                        expected_interval_s=m.expected_interval_s)
 
 
-def start_sim(**kw: Any) -> PrusaLinkSim:
+def start_sim(**kw: Any) -> Sim:
     kw.setdefault("password", PASSWORD)
     kw.setdefault("time_scale", 60.0)
     kw.setdefault("job_minutes", (3.0, 3.0))  # 3 s of wall clock per print
     kw.setdefault("gap_minutes", (0.5, 0.5))
-    sim = PrusaLinkSim(PrusaLinkPrinter(**kw))
+    sim = HttpSim(PrusaLinkPrinter(**kw), name="prusalink")
     sim.start()
     return sim
 
 
 @pytest.fixture
-def sim() -> Iterator[PrusaLinkSim]:
+def sim() -> Iterator[Sim]:
     s = start_sim(nonce_lifetime_s=1.0)  # nonces go stale during the test: the driver must follow
     yield s
     s.stop()
-    assert s.printer.writes == 0, "the driver sent something other than GET"
+    assert s.app.writes == 0, "the driver sent something other than GET"
 
 
 @asynccontextmanager
@@ -59,7 +61,7 @@ async def reading(m: PrusaLinkMachine) -> AsyncIterator[DriverHarness]:
         yield h
 
 
-async def test_values_states_and_jobs_arrive_mapped(sim: PrusaLinkSim) -> None:
+async def test_values_states_and_jobs_arrive_mapped(sim: Sim) -> None:
     m = machine(sim.url)
     async with reading(m) as h:
         events = h.lab.subscribe()
@@ -91,8 +93,8 @@ async def test_values_states_and_jobs_arrive_mapped(sim: PrusaLinkSim) -> None:
     assert ends
     assert ends[0]["data"]["result"] == "completed"
     assert ends[0]["data"]["job"] in PRINT_FILES
-    assert sim.printer.digest is not None
-    assert sim.printer.digest.challenges >= 2
+    assert sim.app.digest is not None
+    assert sim.app.digest.challenges >= 2
     assert h.ctx.restarts == 0
 
 
@@ -117,19 +119,19 @@ async def test_api_key_header_works() -> None:
         m = machine(sim.url, auth="api_key", password=None, api_key=PASSWORD)
         async with reading(m) as h:
             await h.wait_for("temperatures", lambda: h.values("bed_temp"))
-        assert sim.printer.digest is not None
-        assert sim.printer.digest.challenges == 0
+        assert sim.app.digest is not None
+        assert sim.app.digest.challenges == 0
     finally:
         sim.stop()
 
 
 async def test_wrong_password_is_said_once_and_other_printers_keep_being_read(
-        sim: PrusaLinkSim, caplog: pytest.LogCaptureFixture) -> None:
+        sim: Sim, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     good, bad = machine(sim.url, "mk4-01"), machine(sim.url, "mk4-02", password="not-the-password")
     async with supervised(PrusaLinkDriver(bad), [meta(bad)]) as hb, reading(good) as hg:
-        assert sim.printer.digest is not None
-        await hb.wait_for("five refused polls", lambda: sim.printer.digest.challenges >= 10)  # type: ignore[union-attr]
+        assert sim.app.digest is not None
+        await hb.wait_for("five refused polls", lambda: sim.app.digest.challenges >= 10)  # type: ignore[union-attr]
         await hg.wait_for("the good printer's values", lambda: len(hg.values("nozzle_temp")) >= 3)
         assert not hb.lab.values.get(bad.id).connected
         assert hb.ctx.last_error.startswith('printer "mk4-02" (Prusa MK4 mk4-02) at http://127.0.0.1:')
@@ -142,16 +144,16 @@ async def test_wrong_password_is_said_once_and_other_printers_keep_being_read(
     assert hb.ctx.restarts == 0
 
 
-async def test_printer_going_away_and_back(sim: PrusaLinkSim, caplog: pytest.LogCaptureFixture) -> None:
+async def test_printer_going_away_and_back(sim: Sim, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     m = machine(sim.url)
     async with reading(m) as h:
         await h.wait_for("values", lambda: h.values("bed_temp"))
-        sim.http.go_away()
+        sim.go_away()
         await h.wait_for("offline", lambda: "offline" in h.values("state"))
         assert h.state() == "offline"
         await asyncio.sleep(2.5)  # a few failed attempts while it is switched off
-        sim.http.come_back()
+        sim.come_back()
         back = time.time_ns()
         took = await h.wait_for("fresh values", lambda: h.of(m.id, "bed_temp", since_ns=back), timeout_s=5)
         assert took < 5
@@ -165,16 +167,16 @@ async def test_printer_going_away_and_back(sim: PrusaLinkSim, caplog: pytest.Log
 
 
 @pytest.mark.parametrize("fault", ["malformed_json", "unexpected_shape", "unknown_state"])
-async def test_bad_answers_are_counted_and_reading_goes_on(sim: PrusaLinkSim, fault: str) -> None:
+async def test_bad_answers_are_counted_and_reading_goes_on(sim: Sim, fault: str) -> None:
     m = machine(sim.url)
     async with reading(m) as h:
         await h.wait_for("values", lambda: h.values("bed_temp"))
-        sim.printer.corrupt = fault  # type: ignore[assignment]
+        sim.app.corrupt = fault  # type: ignore[assignment]
         await h.wait_for(f"{fault} counted", lambda: h.bad(fault) >= 2)
         if fault == "unknown_state":  # the rest of the answer is still read
             n = len(h.values("bed_temp"))
             await h.wait_for("temperatures meanwhile", lambda: len(h.values("bed_temp")) > n)
-        sim.printer.corrupt = None
+        sim.app.corrupt = None
         n = len(h.values("printer_state"))
         await h.wait_for("good answers again", lambda: len(h.values("printer_state")) > n)
         assert h.ctx.restarts == 0
