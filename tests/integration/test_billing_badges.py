@@ -10,29 +10,13 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from kit.poll import until
-from kit.runtime import running
-from paho.mqtt.enums import CallbackAPIVersion
+from kit.runtime import SPECS, mqtt_site, publish, running
 
-from gateway.config.loader import check_text
-from gateway.config.site import SiteConfig
-from gateway.registry import discover
 from gateway.runtime import Runtime
 from simulators.services import Mosquitto
 
-SPECS = discover()
-
-
-def site(mosquitto: Mosquitto, site_id: str, data_dir: Path) -> SiteConfig:
-    text = f"""
-site: {{id: {site_id}, name: Test}}
-storage:
-  data_dir: {data_dir}
-  local_history: {{enabled: false}}
-mqtt:
-  brokers:
-    - {{id: lab, host: 127.0.0.1, port: {mosquitto.port}, client_id: gw-{site_id}}}
+SITE = """
 machines:
   - id: laser-01
     name: Laser cutter
@@ -41,38 +25,22 @@ machines:
     broker: lab
     expected_interval_s: 5
     topics:
-      - topic: lab/{{site}}/{{machine}}/plug
+      - topic: lab/{site}/{machine}/plug
         fields:
-          power_w: {{unit: W}}
-          energy_kwh: {{unit: kWh}}
+          power_w: {unit: W}
+          energy_kwh: {unit: kWh}
       - topic: tele/laser-01-reader/SENSOR    # a Tasmota RDM6300 RFID reader
         fields:
-          badge: {{path: RDM6300.UID, type: string}}
+          badge: {path: RDM6300.UID, type: string}
 state:
   kinds:
-    laser: {{busy_after_s: 0, idle_after_s: 0}}
+    laser: {busy_after_s: 0, idle_after_s: 0}
 billing:
   vat_pct: 12
-  partners: [{{id: acme, name: ACME Mining R&D, tier: industrial}}]
-  users: [{{id: aigerim, name: Aigerim S., partner: acme, badges: ["04A1B2C3"]}}]
-  rates: [{{kinds: [laser], per_running_hour: 6000, per_reserved_hour: 1000, per_kwh: 30}}]
+  partners: [{id: acme, name: ACME Mining R&D, tier: industrial}]
+  users: [{id: aigerim, name: Aigerim S., partner: acme, badges: ["04A1B2C3"]}]
+  rates: [{kinds: [laser], per_running_hour: 6000, per_reserved_hour: 1000, per_kwh: 30}]
 """
-    result = check_text(text, "test.yaml", SPECS, {})
-    assert result.problems == [], result.problems
-    assert result.config is not None
-    return result.config
-
-
-def publish(port: int, messages: list[tuple[str, str]]) -> None:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    try:
-        for topic, body in messages:
-            c.publish(topic, body, qos=1).wait_for_publish(5)
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 async def test_badge_swipes_over_mqtt_check_a_user_in_and_out(mosquitto: Mosquitto, tmp_path: Path) -> None:
@@ -85,7 +53,7 @@ async def test_badge_swipes_over_mqtt_check_a_user_in_and_out(mosquitto: Mosquit
     def swipe(uid: str) -> tuple[str, str]:
         return reader, json.dumps({"Time": "2026-11-30T10:00:00", "RDM6300": {"UID": uid}})
 
-    async with running(Runtime(site(mosquitto, sid, tmp_path), SPECS, serve_api=False)) as rt:
+    async with running(Runtime(mqtt_site(mosquitto.port, sid, tmp_path, SITE), SPECS, serve_api=False)) as rt:
         assert rt.services is not None
         checkins = rt.services.usage.checkins
         await asyncio.to_thread(publish, mosquitto.port, [power(5.0, 12.0)])

@@ -9,30 +9,14 @@ import json
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from kit.poll import until
-from kit.runtime import running
-from paho.mqtt.enums import CallbackAPIVersion
+from kit.runtime import SPECS, mqtt_site, publish, running
 
-from gateway.config.loader import check_text
-from gateway.config.site import SiteConfig
-from gateway.registry import discover
 from gateway.runtime import Runtime
 from simulators.services import Mosquitto
 
-SPECS = discover()
 JOB = "ACME_bracket.gcode"
-
-
-def site(mosquitto: Mosquitto, site_id: str, data_dir: Path) -> SiteConfig:
-    text = f"""
-site: {{id: {site_id}, name: Test}}
-storage:
-  data_dir: {data_dir}
-  local_history: {{enabled: false}}
-mqtt:
-  brokers:
-    - {{id: lab, host: 127.0.0.1, port: {mosquitto.port}, client_id: gw-{site_id}}}
+SITE = """
 machines:
   - id: fdm-01
     name: Printer
@@ -41,46 +25,29 @@ machines:
     broker: lab
     expected_interval_s: 5
     topics:
-      - topic: lab/{{site}}/{{machine}}/report
+      - topic: lab/{site}/{machine}/report
         fields:
-          state: {{type: string}}
-          job_file: {{type: string}}
-          job_id: {{type: int}}
-          progress_pct: {{unit: "%"}}
+          state: {type: string}
+          job_file: {type: string}
+          job_id: {type: int}
+          progress_pct: {unit: "%"}
 billing:
   vat_pct: 12
   gap_grace_s: 300
-  partners: [{{id: acme, name: ACME Mining R&D, tier: industrial}}]
-  attribution: [{{prefix: ACME_, partner: acme}}]
-  rates: [{{kinds: [printer], per_running_hour: 1200}}]
+  partners: [{id: acme, name: ACME Mining R&D, tier: industrial}]
+  attribution: [{prefix: ACME_, partner: acme}]
+  rates: [{kinds: [printer], per_running_hour: 1200}]
 """
-    result = check_text(text, "test.yaml", SPECS, {})
-    assert result.problems == [], result.problems
-    assert result.config is not None
-    return result.config
-
-
-def publish(port: int, topic: str, bodies: list[dict[str, object]]) -> None:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    try:
-        for body in bodies:
-            c.publish(topic, json.dumps(body), qos=1).wait_for_publish(5)
-    finally:
-        c.disconnect()
-        c.loop_stop()
-
-
-def report(state: str, progress: float) -> dict[str, object]:
-    return {"state": state, "job_file": JOB, "job_id": 7, "progress_pct": progress}
 
 
 async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosquitto: Mosquitto,
                                                                          tmp_path: Path) -> None:
     sid = f"s{uuid.uuid4().hex[:6]}"
-    cfg = site(mosquitto, sid, tmp_path)
+    cfg = mqtt_site(mosquitto.port, sid, tmp_path, SITE)
     topic = f"lab/{sid}/fdm-01/report"
+
+    def report(state: str, progress: float) -> tuple[str, str]:
+        return topic, json.dumps({"state": state, "job_file": JOB, "job_id": 7, "progress_pct": progress})
 
     def job_events(rt: Runtime) -> list[tuple[str, int]]:
         assert rt.services is not None
@@ -88,9 +55,9 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
             "SELECT type, ts_ns FROM events WHERE type IN ('job_start', 'job_end') ORDER BY ts_ns, id")]
 
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
-        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 10.0)])
+        await asyncio.to_thread(publish, mosquitto.port, [report("printing", 10.0)])
         await until(lambda: rt.stage.machine("fdm-01")["state"] == "running", timeout_s=20.0)
-        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 11.0 + i) for i in range(4)])
+        await asyncio.to_thread(publish, mosquitto.port, [report("printing", 11.0 + i) for i in range(4)])
         await until(lambda: rt.stage.machine("fdm-01")["signals"].get("progress_pct", {}).get("value") == 14.0,
                     timeout_s=20.0)
         [(kind, started)] = job_events(rt)
@@ -100,9 +67,9 @@ async def test_a_gateway_restart_in_the_middle_of_a_job_gives_one_session(mosqui
         assert rt.services.usage.entries() == []  # the job is still running
     # the gateway is down; then a new one starts on the same data directory and the job goes on
     async with running(Runtime(cfg, SPECS, serve_api=False)) as rt:
-        await asyncio.to_thread(publish, mosquitto.port, topic, [report("printing", 50.0 + i) for i in range(3)])
+        await asyncio.to_thread(publish, mosquitto.port, [report("printing", 50.0 + i) for i in range(3)])
         await until(lambda: rt.stage.machine("fdm-01")["state"] == "running", timeout_s=20.0)
-        await asyncio.to_thread(publish, mosquitto.port, topic, [report("finished", 100.0)])
+        await asyncio.to_thread(publish, mosquitto.port, [report("finished", 100.0)])
         await until(lambda: len(job_events(rt)) == 3, timeout_s=20.0)
         assert rt.services is not None
         await until(lambda: rt.services is not None and len(rt.services.usage.entries()) > 0, timeout_s=20.0)
