@@ -46,9 +46,11 @@ class CheckInOut(BaseModel):
     project: str | None
     start: str
     end: str | None = Field(description="none while checked in")
-    via: str = Field(description="api, badge, or limit (closed at billing.checkin_max_h)")
+    via: str = Field(description="how it was opened: api or badge (a check-in closed at billing.checkin_max_h "
+                     "keeps it; only its check_out event says via limit)")
     by: str
-    closed_by: str | None
+    closed_by: str | None = Field(description="who closed it; gateway when closed at billing.checkin_max_h; none "
+                                  "while checked in")
 
 
 def _out(ci: CheckIn) -> CheckInOut:
