@@ -30,7 +30,7 @@ storage:
 mqtt:
   brokers:
     - {{id: lab, host: 127.0.0.1, port: {port}, client_id: gw-{site_id}}}
-""" + rest
+{rest}"""
     result = check_text(text, "test.yaml", SPECS, {})
     assert result.problems == [], result.problems
     assert result.config is not None
