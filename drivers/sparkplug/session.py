@@ -193,21 +193,32 @@ class HostSession:
         elif not payload.HasField("seq") or payload.seq > 255:
             self.bad("bad_seq", machine, f"{topic}: {t.verb} without a seq of 0..255; not used")
             self._rebirth(key, node, out)
-        elif node.seq is not None and payload.seq == (node.seq + 1) % 256:
-            node.held.pop(payload.seq, None)  # a message of the session before with this seq: it is too late
-            self._in_session(key, node, t, payload, topic, machine, receive_ns, out)
+        else:
+            self._data(key, node, t, payload, topic, machine, receive_ns, out)
+        return out
+
+    def _data(self, key: NodeKey, node: _Node, t: Topic, p: Payload, topic: str, machine: str | None,
+              receive_ns: int, out: Outcome) -> None:
+        """A message with a seq: used if it is the next one, else held for the reorder timeout (or, without one,
+        used at once as a gap, or not used before the birth)."""
+        if node.seq is not None and p.seq == (node.seq + 1) % 256:
+            node.held.pop(p.seq, None)  # a message of the session before with this seq: it is too late
+            self._in_session(key, node, t, p, topic, machine, receive_ns, out)
             self._release(key, node, out)
-        elif node.reorder_s > 0 and len(node.held) < MAX_HELD:
-            node.held[payload.seq] = _Held(topic, t, payload, receive_ns)
+        elif node.reorder_s > 0:
+            if p.seq in node.held or len(node.held) >= MAX_HELD:  # the seq space wrapped while waiting
+                self._give_up_waiting(key, node, out)  # what waits is used now; nothing is overwritten
+                self._data(key, node, t, p, topic, machine, receive_ns, out)  # nothing is held any more
+                return
+            node.held[p.seq] = _Held(topic, t, p, receive_ns)
             if node.held_since is None:
                 node.held_since = self.clock()
         elif node.seq is None:
             self.bad("before_birth", machine, f"{topic}: {t.verb} before the edge node's NBIRTH; not used")
             self._rebirth(key, node, out)
         else:
-            self._gap(key, node, payload.seq, topic, machine, out)
-            self._in_session(key, node, t, payload, topic, machine, receive_ns, out)
-        return out
+            self._gap(key, node, p.seq, topic, machine, out)
+            self._in_session(key, node, t, p, topic, machine, receive_ns, out)
 
     # --- messages ----------------------------------------------------------------------------------------------
 
