@@ -12,9 +12,9 @@ It starts its own Mosquitto and InfluxDB on free loopback ports and, in one run:
    ended. The steps stop at the first one not sustained. CPU % (of one core) and peak RSS come from /proc;
    latency from polling InfluxDB for one printer's points, whose `ts` is the publish time;
 3. overload: the gateway offered twice the first rate it did not sustain (twice the top step when it sustained
-   them all) for one step (--quick: half a step): the rate it stored while overloaded (it must stay at capacity: no stall), the most
-   machines it showed `offline` meanwhile (a state view that falls behind shows a stale-machine storm), and
-   afterwards the exact reconciliation (nothing the broker delivered is lost);
+   them all) for one step (--quick: half a step): the rate it stored while overloaded (it must stay at capacity:
+   no stall), the most machines it showed `offline` meanwhile (a state view that falls behind shows a
+   stale-machine storm), and afterwards the exact reconciliation (nothing the broker delivered is lost);
 4. the backlog variant: the gateway and a bare paho subscriber (the raw MQTT ceiling) are both offline with
    persistent sessions while --backlog messages are published (the generator's own ceiling), then each drains
    the broker on its own.
