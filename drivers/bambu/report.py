@@ -11,6 +11,14 @@ in degC (`nozzle_temper`, `nozzle_target_temper`, `bed_temper`, `bed_target_temp
 name) and `gcode_file`, `gcode_state` (IDLE, PREPARE, RUNNING, PAUSE, FINISH, FAILED, SLICING, INIT, OFFLINE),
 `print_error` (an integer shown as XXXX_XXXX) and `hms`, a list of {attr, code} shown as HMS_XXXX_XXXX_XXXX_XXXX
 (Bambu Lab wiki, HMS codes), whose severity is the upper half of `code` (1 fatal, 2 serious, 3 common, 4 info).
+
+The AMS (OpenBambuAPI mqtt.md `print.ams`): `ams.ams[]` units by `id`, each with `tray[]` by `id` carrying
+`tray_type` ("PLA"), `tray_color` (RRGGBBAA hex) and `remain` (% of the spool left, -1 unknown); a tray sent as only
+`{"id": ...}` is empty. `ams.tray_now` is the tray feeding the nozzle: 255 none, 254 the external spool
+(`print.vt_tray`), otherwise unit * 4 + tray (an AMS HT unit, id 128 and up, has one tray: tray_now is its id).
+Units and trays are merged by id, so a report with part of the AMS, or none, keeps what was known. `remain` is an
+estimate the AMS makes only while its "update remaining capacity" option is on, bit 0x80 of `home_flag`
+(ha-bambulab pybambu); otherwise the printer sends 0 and there is no reading, as for the external spool.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ WORKING = frozenset({"PREPARE", "RUNNING", "SLICING", "PAUSE"})
 CANCELLED = 0x0300400C  # print_error "The task was canceled." (the user stopped the print)
 HMS_SEVERITY = {1: "fatal", 2: "serious", 3: "common", 4: "info"}
 MAX_HMS = 64  # entries read from one report; the printers show a handful at most
+NO_TRAY, EXTERNAL_SPOOL, AMS_HT = 255, 254, 128  # tray_now words; AMS HT units have ids from 128
+REMAIN_ESTIMATED = 0x80  # home_flag bit: the AMS estimates the spools' remaining filament
+MAX_AMS_UNITS, MAX_TRAYS = 16, 8  # read from one report; a printer takes four AMS units and a few AMS HT
+TRAY_FIELDS = ("tray_type", "tray_color", "remain")
 
 # report field -> (signal, unit, type)
 NUMBERS: tuple[tuple[str, str, str | None, str], ...] = (
@@ -47,7 +59,7 @@ NUMBERS: tuple[tuple[str, str, str | None, str], ...] = (
     ("total_layer_num", "total_layers", None, "int"),
 )
 READ_FIELDS = frozenset({f for f, *_ in NUMBERS} | {"mc_remaining_time", "gcode_state", "subtask_name",
-                                                     "gcode_file", "print_error", "hms"})
+                                                     "gcode_file", "print_error", "hms", "home_flag"})
 _SETTINGS: dict[str, SignalSettings] = {"float": SignalSettings(type="float"), "int": SignalSettings(type="int"),
                                          "string": SignalSettings(type="string")}
 
@@ -60,6 +72,25 @@ def hms_code(attr: int, code: int) -> str:
 def print_error_code(n: int) -> str:
     """`print_error` as Bambu Lab writes it: 0300_400C for 50348044; "" for 0 (no error)."""
     return "" if n == 0 else f"{n >> 16:04X}_{n & 0xFFFF:04X}"
+
+
+def tray_color(raw: str) -> str | None:
+    """`tray_color` as the web shows colours: "F95959FF" (RRGGBBAA) -> "#F95959"; None if it is not one."""
+    text = raw.strip()
+    if len(text) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in text):
+        return None
+    return "#" + text[:6].upper()
+
+
+def _id(raw: object) -> str | None:
+    """A unit's or tray's `id` ("0", or 0 from some firmware) as one key; None if it is not a small number."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        return None
+    return str(n) if 0 <= n <= 255 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +113,9 @@ class PrinterState:
         self.fields: dict[str, Any] = {}
         self.job: str | None = None  # the job's name while the printer works on one
         self.hms: tuple[Hms, ...] = ()
+        self.trays: dict[tuple[str, str], dict[str, Any]] = {}  # (unit id, tray id) -> its fields as last sent
+        self.external: dict[str, Any] = {}  # vt_tray, the spool on the back of the printer
+        self.tray_now: int | None = None  # None until a report has said which tray feeds the nozzle
         self._now = 0
 
     def merge(self, payload: bytes | bytearray, now_ns: int) -> tuple[list[Reading], list[Bad]]:
@@ -104,6 +138,13 @@ class PrinterState:
                 self.fields[key] = value
         if "hms" in report:
             self.hms = self._hms(report["hms"], bad)
+        if "ams" in report:
+            self._ams(report["ams"], bad)
+        if "vt_tray" in report:
+            if isinstance(report["vt_tray"], Mapping):
+                self.external.update(self._tray_fields(report["vt_tray"], "vt_tray", bad))
+            else:
+                bad.append(Bad("unexpected_shape", f'"vt_tray" is {type(report["vt_tray"]).__name__}, not an object'))
         return self._readings(bad), bad
 
     # --- the held state as readings ----------------------------------------------------------------------
@@ -135,6 +176,7 @@ class PrinterState:
         if error is not None:
             out.append(self._r("print_error", error))
         out += [self._r("hms", ",".join(h.code for h in self.hms)), self._r("hms_count", len(self.hms))]
+        out += self._filament(bad)
         word = self._value("gcode_state", "string", bad)
         if not isinstance(word, str):
             return out
@@ -201,3 +243,78 @@ class PrinterState:
                 continue
             out.append(Hms(hms_code(attr, code), HMS_SEVERITY.get(code >> 16, "unknown")))
         return tuple(out)
+
+    # --- the AMS ----------------------------------------------------------------------------------------------
+    def _ams(self, raw: object, bad: list[Bad]) -> None:
+        if not isinstance(raw, Mapping):
+            bad.append(Bad("unexpected_shape", f'"ams" is {type(raw).__name__}, not an object'))
+            return
+        if "tray_now" in raw:
+            n = _id(raw["tray_now"])
+            if n is None:
+                bad.append(Bad("unexpected_shape", f"ams.tray_now {str(raw['tray_now'])[:40]!r}: not a tray number"))
+            else:
+                self.tray_now = int(n)
+        units = raw.get("ams")
+        if units is None:
+            return
+        if not isinstance(units, list):
+            bad.append(Bad("unexpected_shape", f'"ams.ams" is {type(units).__name__}, not a list'))
+            return
+        for unit in units[:MAX_AMS_UNITS]:
+            uid = _id(unit.get("id")) if isinstance(unit, Mapping) else None
+            trays = unit.get("tray") if isinstance(unit, Mapping) else None
+            if uid is None or not isinstance(trays, list | None):
+                bad.append(Bad("unexpected_shape", f"ams unit {str(unit)[:80]}: needs an id and a tray list"))
+                continue
+            for tray in (trays or [])[:MAX_TRAYS]:
+                tid = _id(tray.get("id")) if isinstance(tray, Mapping) else None
+                if tid is None or not isinstance(tray, Mapping):
+                    bad.append(Bad("unexpected_shape", f"ams tray {str(tray)[:80]}: needs an id"))
+                    continue
+                if tray.keys() == {"id"}:  # no spool in it
+                    self.trays[(uid, tid)] = {}
+                else:
+                    self.trays.setdefault((uid, tid), {}).update(self._tray_fields(tray, f"ams {uid} tray {tid}",
+                                                                                    bad))
+
+    @staticmethod
+    def _tray_fields(tray: Mapping[str, Any], where: str, bad: list[Bad]) -> dict[str, Any]:
+        """The fields of one tray that are read, checked once here (a bad one is counted and left out)."""
+        out: dict[str, Any] = {}
+        for key in TRAY_FIELDS:
+            if key not in tray:
+                continue
+            v = tray[key]
+            if key == "remain":
+                fine = type(v) is int
+            else:  # tray_color may be "" with an empty tray_type (nothing on the external spool holder)
+                fine = isinstance(v, str) and (key == "tray_type" or v.strip() == "" or tray_color(v) is not None)
+            if fine:
+                out[key] = v.strip() if isinstance(v, str) else v
+            else:
+                bad.append(Bad("unexpected_shape", f"{where} {key}: {str(v)[:40]!r}"))
+        return out
+
+    def _filament(self, bad: list[Bad]) -> list[Reading]:
+        """The filament feeding the nozzle, once a report has said which tray that is."""
+        n = self.tray_now
+        if n is None:
+            return []
+        remain: int | None = None
+        if n == NO_TRAY:
+            tray: dict[str, Any] = {}
+        elif n == EXTERNAL_SPOOL:  # nothing measures what is left on it
+            tray = self.external
+        else:
+            tray = self.trays.get((str(n), "0") if n >= AMS_HT else (str(n >> 2), str(n & 3)), {})
+            remain = tray.get("remain")
+            flag = self._value("home_flag", "int", bad)
+            if not isinstance(remain, int) or not 0 <= remain <= 100 or (
+                    isinstance(flag, int) and not flag & REMAIN_ESTIMATED):
+                remain = None
+        kind = str(tray.get("tray_type", ""))
+        color = tray_color(str(tray.get("tray_color", ""))) if kind else None
+        return [self._r("filament_type", kind), self._r("filament_color", color or ""),
+                self._r("filament_remain_pct", remain, "%") if remain is not None else
+                Reading(self.machine, "filament_remain_pct", None, "%", Quality.BAD, self._now, self._now)]

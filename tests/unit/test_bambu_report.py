@@ -127,3 +127,102 @@ def test_bad_input_is_reported_and_never_stops_the_good_values() -> None:
     assert values(readings)["hms_count"] == 1
     assert "state" not in values(readings)
     assert [b.reason for b in st.merge(payload({"hms": {"attr": 1}}), 5)[1]] == ["unexpected_shape"]
+
+
+def tray(tid: str, kind: str, color: str, remain: int) -> dict[str, Any]:
+    """One AMS tray as the printers send it (OpenBambuAPI pushall; numbers other than remain are strings)."""
+    return {"id": tid, "remain": remain, "tray_type": kind, "tray_color": color, "tray_info_idx": "GFA00",
+            "tray_sub_brands": "", "tray_weight": "1000", "tray_diameter": "1.75", "nozzle_temp_max": "230",
+            "nozzle_temp_min": "190", "cols": [color], "tag_uid": "0000000000000000"}
+
+
+AMS = {  # one AMS, tray 0 empty, PLA black / PLA white / PETG red in trays 1-3, tray 2 feeding the nozzle
+    "ams": {"ams": [{"id": "0", "humidity": "4", "temp": "22.7", "tray": [
+        {"id": "0"}, tray("1", "PLA", "000000FF", 80), tray("2", "PLA", "DFE2E3FF", 46),
+        tray("3", "PETG", "F95959FF", -1)]}],
+        "ams_exist_bits": "1", "tray_exist_bits": "e", "tray_now": "2", "tray_pre": "2", "tray_tar": "2",
+        "version": 4},
+    "home_flag": 0x587,  # 0x80: the AMS estimates what is left on its spools
+    "vt_tray": {"id": "254", "remain": 0, "tray_type": "", "tray_color": "00000000", "tray_info_idx": ""},
+}
+
+
+def filament(readings: list[Reading]) -> tuple[object, object, object]:
+    got = {r.signal: r for r in readings}
+    remain = got["filament_remain_pct"]
+    assert remain.unit == "%"
+    assert (remain.quality == "bad") == (remain.value is None)  # no reading: a bad one, without a value
+    return got["filament_type"].value, got["filament_color"].value, remain.value
+
+
+def test_the_ams_tray_feeding_the_nozzle_gives_the_filament_its_colour_and_what_is_left() -> None:
+    st = PrinterState("x1c-01")
+    readings, bad = st.merge(json.dumps({"print": {**FULL["print"], **AMS}}).encode(), 1)
+    assert bad == []
+    assert filament(readings) == ("PLA", "#DFE2E3", 46)
+    assert values(readings)["state"] == "idle"  # the other signals are unchanged
+    # a printer that has never sent `ams` (a P1P without one): no filament signals at all
+    assert not {"filament_type", "filament_color", "filament_remain_pct"} & set(values(PrinterState("p1p-01").merge(
+        json.dumps(FULL).encode(), 1)[0]))
+
+
+def test_partial_reports_keep_the_trays_and_merge_them_by_unit_and_tray_id() -> None:
+    st = PrinterState("p1s-01")
+    st.merge(json.dumps({"print": {**FULL["print"], **AMS}}).encode(), 1)
+    # a delta without `ams` (most P1/A1 deltas): the trays are kept
+    readings, bad = st.merge(payload({"nozzle_temper": 200.0}), 2)
+    assert (bad, filament(readings)) == ([], ("PLA", "#DFE2E3", 46))
+    # a delta with one tray's remain only: merged into that tray, the others kept
+    readings, bad = st.merge(payload({"ams": {"ams": [{"id": "0", "tray": [{"id": "2", "remain": 45}]}]}}), 3)
+    assert (bad, filament(readings)) == ([], ("PLA", "#DFE2E3", 45))
+    # the nozzle switched to tray 1 (unit 0): its type and colour come from the full report
+    readings, _ = st.merge(payload({"ams": {"tray_now": "1"}}), 4)
+    assert filament(readings) == ("PLA", "#000000", 80)
+    # a second AMS unit sent alone does not erase the first; tray_now 5 is unit 1, tray 1
+    second = {"ams": [{"id": "1", "tray": [tray("1", "PETG", "0086D6FF", 12)]}], "tray_now": "5"}
+    readings, _ = st.merge(payload({"ams": second}), 5)
+    assert filament(readings) == ("PETG", "#0086D6", 12)
+    readings, _ = st.merge(payload({"ams": {"tray_now": "3"}}), 6)
+    assert filament(readings) == ("PETG", "#F95959", None)  # unit 0 tray 3, remain -1: unknown
+
+
+def test_no_tray_the_external_spool_and_an_empty_tray() -> None:
+    st = PrinterState("p1s-01")
+    st.merge(json.dumps({"print": {**FULL["print"], **AMS}}).encode(), 1)
+    readings, _ = st.merge(payload({"ams": {"tray_now": "255"}}), 2)  # nothing loaded
+    assert filament(readings) == ("", "", None)
+    readings, _ = st.merge(payload({"ams": {"tray_now": "254"}}), 3)  # the external spool holder, empty
+    assert filament(readings) == ("", "", None)
+    readings, _ = st.merge(payload({"vt_tray": {"id": "254", "tray_type": "PETG", "tray_color": "00AE42FF",
+                                                "remain": 0}}), 4)
+    assert filament(readings) == ("PETG", "#00AE42", None)  # nothing measures what is left on it
+    readings, _ = st.merge(payload({"ams": {"tray_now": "0"}}), 5)  # tray 0 was sent as {"id": "0"}: empty
+    assert filament(readings) == ("", "", None)
+    st.merge(payload({"ams": {"ams": [{"id": "0", "tray": [tray("0", "PLA", "FFFFFFFF", 100)]}]}}), 6)
+    readings, _ = st.merge(payload({"ams": {"ams": [{"id": "0", "tray": [{"id": "0"}]}]}}), 7)  # spool taken out
+    assert filament(readings) == ("", "", None)
+
+
+def test_remain_is_no_reading_while_the_ams_does_not_estimate_it() -> None:
+    st = PrinterState("x1c-01")
+    readings, _ = st.merge(json.dumps({"print": {**FULL["print"], **AMS, "home_flag": 0x507}}).encode(), 1)
+    assert filament(readings) == ("PLA", "#DFE2E3", None)  # 0x80 off: the printer sends 0 or stale values
+    readings, _ = st.merge(payload({"home_flag": -1067070064}), 2)  # signed, as some printers send it; 0x80 on
+    assert filament(readings) == ("PLA", "#DFE2E3", 46)
+
+
+def test_bad_ams_input_is_counted_and_the_rest_is_read() -> None:
+    st = PrinterState("x1c-01")
+    st.merge(json.dumps({"print": {**FULL["print"], **AMS}}).encode(), 1)
+    readings, bad = st.merge(payload({"ams": {"tray_now": "two", "ams": [
+        {"id": "0", "tray": [{"id": "2", "tray_color": "pink", "remain": "45"}, {"remain": 3}]}, {"tray": []}]}}), 2)
+    assert [(b.reason, b.detail) for b in bad] == [
+        ("unexpected_shape", "ams.tray_now 'two': not a tray number"),
+        ("unexpected_shape", "ams 0 tray 2 tray_color: 'pink'"),
+        ("unexpected_shape", "ams 0 tray 2 remain: '45'"),
+        ("unexpected_shape", "ams tray {'remain': 3}: needs an id"),
+        ("unexpected_shape", "ams unit {'tray': []}: needs an id and a tray list")]
+    assert filament(readings) == ("PLA", "#DFE2E3", 46)
+    assert [b.reason for b in st.merge(payload({"ams": []}), 3)[1]] == ["unexpected_shape"]
+    assert [b.reason for b in st.merge(payload({"ams": {"ams": {}}}), 4)[1]] == ["unexpected_shape"]
+    assert [b.reason for b in st.merge(payload({"vt_tray": "none"}), 5)[1]] == ["unexpected_shape"]
