@@ -11,6 +11,11 @@ A `FakePrinter` runs an amqtt broker behind our own TLS listening socket (handed
   mc_remaining_time in minutes) -> FINISH, or PAUSE (filament run-out) and back, or FAILED with a print_error;
   a thermal runaway (planned fault `thermal_runaway`) ends in FAILED with the fatal HMS code 0300_0200_0001_0003
   ("The nozzle temperature is abnormal; the heater is over temperature"). Codes clear when the next job starts.
+- one AMS with four spools (Bambu PLA Basic and PETG Basic, `print.ams` as in OpenBambuAPI's pushall: ids and
+  most numbers as strings, `remain` an integer %, `tray_color` RRGGBBAA, `tray_now` the loaded tray as a string).
+  Each job takes the next spool (one that is empty is replaced by a full one, as a technician would); its
+  `remain` falls by 1 % per 20 minutes of printing. `home_flag` has the AMS's "update remaining capacity" bit set,
+  `vt_tray` (the external spool holder) is empty. P1-style printers send `ams` only in the deltas where it changed.
 
 The TLS material is made at start with `cryptography` in a throwaway directory: a lab CA and, per printer, a
 certificate whose CN is the serial and that has no subjectAltName, like the printers' own. Tests inject HMS codes
@@ -61,6 +66,13 @@ RUNAWAY_HMS = (0x03000200, 0x00010003)  # HMS_0300_0200_0001_0003, fatal: nozzle
 JOB_ERROR = 0x07008006  # print_error 0700_8006: unable to feed filament into the extruder
 DEMO_TIME_SCALE = 1.0
 FAULT_KINDS = ("thermal_runaway",)
+# (tray_type, tray_color, tray_info_idx, tray_sub_brands, nozzle_temp_min, nozzle_temp_max) of the AMS's spools
+SPOOLS = (("PLA", "000000FF", "GFA00", "PLA Basic", "190", "230"),
+          ("PLA", "FFFFFFFF", "GFA00", "PLA Basic", "190", "230"),
+          ("PETG", "F95959FF", "GFG00", "PETG Basic", "230", "260"),
+          ("PETG", "0086D6FF", "GFG00", "PETG Basic", "230", "260"))
+REMAIN_PCT_PER_S = 1.0 / 1200.0  # 1 % of a 1 kg spool per 20 minutes of printing
+HOME_FLAG = 0x587  # axes homed, SD card present, AMS auto switch and "update remaining capacity" (0x80) on
 
 
 # --- TLS material ----------------------------------------------------------------------------------------------
@@ -115,6 +127,47 @@ def make_pki(directory: Path, serials: Sequence[str], *, ca_name: str = "Kartech
 # --- what the printer reports ----------------------------------------------------------------------------------
 
 @dataclass
+class Ams:
+    """One AMS unit of four spools; `loaded` is the tray feeding the nozzle."""
+
+    remain: list[float] = field(default_factory=lambda: [100.0, 80.0, 60.0, 40.0])
+    loaded: int = 0
+    humidity_index: int = 4  # 1 wet … 5 dry, as the AMS reports it ("humidity": "4")
+
+    def next_job(self) -> None:
+        self.loaded = (self.loaded + 1) % len(SPOOLS)
+        if self.remain[self.loaded] < 1.0:
+            self.remain[self.loaded] = 100.0
+
+    def use(self, seconds: float) -> None:
+        self.remain[self.loaded] = max(0.0, self.remain[self.loaded] - seconds * REMAIN_PCT_PER_S)
+
+    def report(self) -> dict[str, Any]:
+        trays = [{
+            "id": str(i), "remain": int(self.remain[i]), "k": 0.02, "n": 1.4, "tag_uid": "0000000000000000",
+            "tray_id_name": "", "tray_info_idx": idx, "tray_type": kind, "tray_sub_brands": brand,
+            "tray_color": color, "tray_weight": "1000", "tray_diameter": "1.75", "tray_temp": "55", "tray_time": "8",
+            "bed_temp_type": "0", "bed_temp": "0", "nozzle_temp_max": t_max, "nozzle_temp_min": t_min,
+            "xcam_info": "000000000000000000000000", "tray_uuid": "00000000000000000000000000000000",
+            "cols": [color],
+        } for i, (kind, color, idx, brand, t_min, t_max) in enumerate(SPOOLS)]
+        now = str(self.loaded)
+        return {"ams": [{"id": "0", "humidity": str(self.humidity_index), "temp": "24.6", "tray": trays}],
+                "ams_exist_bits": "1", "tray_exist_bits": "f", "tray_is_bbl_bits": "f", "tray_now": now,
+                "tray_pre": now, "tray_tar": now, "tray_read_done_bits": "f", "tray_reading_bits": "0",
+                "version": 4, "insert_flag": True, "power_on_flag": False}
+
+
+EMPTY_VT_TRAY: dict[str, Any] = {  # the external spool holder with nothing on it (OpenBambuAPI pushall)
+    "id": "254", "tag_uid": "0000000000000000", "tray_id_name": "", "tray_info_idx": "", "tray_type": "",
+    "tray_sub_brands": "", "tray_color": "00000000", "tray_weight": "0", "tray_diameter": "0.00", "tray_temp": "0",
+    "tray_time": "0", "bed_temp_type": "0", "bed_temp": "0", "nozzle_temp_max": "0", "nozzle_temp_min": "0",
+    "xcam_info": "000000000000000000000000", "tray_uuid": "00000000000000000000000000000000", "remain": 0,
+    "cols": ["00000000"],
+}
+
+
+@dataclass
 class PrintCycle:
     """The printer's `print` object from a `dynamics.Printer`, with the words and codes a Bambu printer uses."""
 
@@ -123,15 +176,22 @@ class PrintCycle:
     hms: list[dict[str, int]] = field(default_factory=list)
     print_error: int = 0
     last_end: str = "IDLE"  # what the printer shows between jobs: IDLE after boot, then FINISH or FAILED
+    ams: Ams = field(default_factory=Ams)
     _stage: str = ""
+    _t_s: float | None = None
 
     def step(self, t_s: float) -> dict[str, Any]:
         runaway_armed = self.printer.runaway_at is not None
         v = self.printer.step(t_s)
         stage = self.printer.stage
+        if self._stage == "printing" and self._t_s is not None:
+            self.ams.use(max(0.0, t_s - self._t_s))
+        self._t_s = t_s
         if stage != self._stage:
             if stage == "heating":  # a new job: the previous one's codes are cleared
                 self.hms, self.print_error = [], 0
+                if self._stage:  # not the job the printer is found on
+                    self.ams.next_job()
             elif stage == "error":
                 if runaway_armed and self.printer.runaway_at is None:
                     self.hms = [{"attr": RUNAWAY_HMS[0], "code": RUNAWAY_HMS[1]}]
@@ -170,6 +230,9 @@ class PrintCycle:
             "wifi_signal": "-45dBm",
             "sdcard": True,
             "lifecycle": "product",
+            "home_flag": HOME_FLAG,
+            "ams": self.ams.report(),
+            "vt_tray": dict(EMPTY_VT_TRAY),
         }
         if self.series == "X1":
             report["chamber_temper"] = round(25.0 + (float(v["bed_temp"]) - 25.0) * 0.15, 1)
@@ -443,7 +506,8 @@ def new_lab(printers: Sequence[tuple[str, str, str]], *, series: Series | Mappin
                         start_progress_pct=pick.uniform(5.0, 80.0) if start_progress else None,
                         error_probability=error_probability)
         s = series.get(mid, "X1") if isinstance(series, Mapping) else series
-        out.append(FakePrinter(mid, serial, code, PrintCycle(model, s), host=host,
+        ams = Ams(remain=[float(pick.randint(5, 100)) for _ in SPOOLS], loaded=pick.randrange(len(SPOOLS)))
+        out.append(FakePrinter(mid, serial, code, PrintCycle(model, s, ams=ams), host=host,
                                port=(ports or {}).get(mid, 0), cert=pki.certs[serial], interval_s=interval_s,
                                time_scale=time_scale))
     return BambuLab(out, pki)

@@ -28,7 +28,7 @@ from gateway.machines import MachineMeta
 from gateway.registry import discover
 from gateway.runtime import Runtime
 from gateway.supervisor import backoff_of
-from simulators.bambu_sim import BambuLab, Series, make_pki, new_lab
+from simulators.bambu_sim import SPOOLS, BambuLab, Series, make_pki, new_lab
 
 SERIAL = "01P00A411800456"
 CODE = "31415926"
@@ -97,7 +97,19 @@ async def test_values_state_words_and_the_job_arrive_mapped_from_merged_partial_
     batches: dict[int, set[str]] = {}
     for r in h.readings:
         batches.setdefault(r.receive_ns, set()).add(r.signal)
-    assert all({"nozzle_temp", "bed_temp", "bed_target", "state", "hms"} <= s for s in batches.values())
+    assert all({"nozzle_temp", "bed_temp", "bed_target", "state", "hms", "filament_type", "filament_color",
+                "filament_remain_pct"} <= s for s in batches.values())
+    # the AMS: the loaded spool's type and colour as a pair the simulated AMS holds, and what is left on it (the
+    # P1 sends `ams` only in the deltas where it changed, so most batches come from the held trays)
+    spools = {(kind, "#" + color[:6]) for kind, color, *_ in SPOOLS}
+    colors = {r.receive_ns: r.value for r in h.readings if r.signal == "filament_color"}
+    pairs = {(r.value, colors[r.receive_ns]) for r in h.readings if r.signal == "filament_type"}
+    assert pairs
+    assert pairs <= spools
+    remain = h.values("filament_remain_pct")
+    assert remain
+    assert all(isinstance(v, int) and 0 <= v <= 100 for v in remain)
+    assert {r.unit for r in h.readings if r.signal == "filament_remain_pct"} == {"%"}
     assert h.bad("malformed_json") == 0
     assert h.bad("unexpected_shape") == 0
     assert [r["pushing"]["command"] for r in p.requests] == ["pushall"]  # read-only: nothing else was asked

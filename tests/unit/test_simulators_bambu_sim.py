@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 from drivers.bambu.report import PrinterState
-from simulators.bambu_sim import RUNAWAY_HMS, PrintCycle
+from simulators.bambu_sim import RUNAWAY_HMS, SPOOLS, Ams, PrintCycle
 from simulators.dynamics import Printer
 
 
-def cycle() -> PrintCycle:
+def cycle(ams: Ams | None = None) -> PrintCycle:
     return PrintCycle(Printer(seed=3, job_minutes=(1.0, 1.0), gap_minutes=(1.0, 1.0), error_probability=0.0,
-                              runout_probability=0.0), series="P1")
+                              runout_probability=0.0), series="P1", ams=ams or Ams())
 
 
 def test_a_print_cycle_uses_the_printers_words_and_units() -> None:
@@ -47,3 +47,33 @@ def test_a_thermal_runaway_ends_failed_with_the_fatal_hms_code_and_the_driver_re
     got = {r.signal: r.value for r in readings}
     assert (got["state"], got["hms"], got["error"]) == ("error", "HMS_0300_0200_0001_0003",
                                                        "HMS_0300_0200_0001_0003 (fatal)")
+
+
+def test_the_ams_feeds_each_job_from_the_next_spool_and_its_remain_falls_while_printing() -> None:
+    c = cycle(Ams(remain=[50.0, 50.0, 0.5, 50.0], loaded=0))
+    state = PrinterState("p1s-01")
+    first = c.step(0.0)
+    ams = first["ams"]
+    # the shape OpenBambuAPI documents: ids and most numbers as strings, remain an integer, RRGGBBAA colours
+    assert (ams["tray_now"], ams["ams"][0]["id"], ams["ams"][0]["humidity"]) == ("0", "0", "4")
+    assert [(t["id"], t["tray_type"], t["tray_color"], t["remain"]) for t in ams["ams"][0]["tray"]] == [
+        ("0", "PLA", "000000FF", 50), ("1", "PLA", "FFFFFFFF", 50), ("2", "PETG", "F95959FF", 0),
+        ("3", "PETG", "0086D6FF", 50)]
+    assert (first["vt_tray"]["id"], first["vt_tray"]["tray_type"], first["home_flag"] & 0x80) == ("254", "", 0x80)
+    jobs: list[tuple[str, int]] = []  # (tray_now, the lowest remain of that tray) per job
+    for t in range(1, 600):
+        r = c.step(float(t))
+        readings, bad = state.merge(json.dumps({"print": r}).encode(), t)
+        assert bad == []
+        now = int(r["ams"]["tray_now"])
+        remain = r["ams"]["ams"][0]["tray"][now]["remain"]
+        if r["gcode_state"] == "PREPARE" and (not jobs or jobs[-1][0] != str(now)):
+            jobs.append((str(now), remain))
+        elif jobs:
+            jobs[-1] = (jobs[-1][0], min(jobs[-1][1], remain))
+        got = {x.signal: x.value for x in readings}
+        assert (got["filament_type"], got["filament_color"]) == (SPOOLS[now][0], "#" + SPOOLS[now][1][:6])
+        assert got["filament_remain_pct"] == remain
+    assert [j[0] for j in jobs[:2]] == ["1", "2"]
+    assert jobs[0][1] == 49  # 1 % per 20 minutes of printing: a one-minute job takes 0.05 %
+    assert jobs[1][1] == 99  # the empty spool was replaced by a full one before the job
