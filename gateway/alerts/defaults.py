@@ -44,6 +44,17 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
             en="{machine_name}: the printer reports {value} — look the code up in the maker's HMS wiki.",
             ru="{machine_name}: принтер сообщает о неисправности {value} — найдите код в HMS-справке производителя."),
     ),
+    ThresholdRule(
+        # the spool feeding a printer's nozzle nearly empty during a job (drivers/bambu: `filament_remain_pct`, the
+        # AMS's estimate); a printer without the signal is never matched
+        id="printer-filament-low", type="threshold", severity="medium", kinds=["printer"], states=["running"],
+        signal="filament_remain_pct", below=10.0, hysteresis=2.0, on_delay_s=0.0,
+        message=Message(
+            en="{machine_name}: {value} {unit} of filament left on the loaded spool — have the next spool ready "
+               "before this print runs out.",
+            ru="{machine_name}: на катушке осталось {value} {unit} пластика — подготовьте следующую катушку, пока "
+               "печать не остановилась."),
+    ),
     ConditionRule(
         id="furnace-door-open-heating", type="condition", severity="critical", kinds=["furnace"], on_delay_s=2.0,
         when=[Check(signal="door_open", equals=True), Check(signal="heater_pct", above=5.0)],

@@ -314,6 +314,38 @@ def test_retry_with_backoff_then_give_up(tmp_path: Path) -> None:
     assert ops.notifier.stats() == {"failed": 1}
 
 
+def test_a_nearly_empty_spool_on_a_running_printer_is_an_alert(tmp_path: Path) -> None:
+    clock = Clock()
+    live, ops = build(site(), tmp_path, clock)
+
+    def low() -> list[tuple[str, float, bool]]:
+        return [(a["severity"], a["value"], a["active"]) for a in ops.book.find(state="all")
+                if a["rule"] == "printer-filament-low"]
+
+    feed(live, clock, "fdm-01", state="idle", filament_remain_pct=4)
+    live.tick()
+    assert low() == []  # not printing: nothing runs out
+    for remain in (12, 10):
+        clock.step(1)
+        feed(live, clock, "fdm-01", state="printing", filament_remain_pct=remain)
+        live.tick()
+        assert low() == [], remain
+    clock.step(1)
+    feed(live, clock, "fdm-01", state="printing", filament_remain_pct=9)
+    live.tick()
+    assert low() == [("medium", 9.0, True)]
+    [alert] = [a for a in ops.book.find() if a["rule"] == "printer-filament-low"]
+    assert alert["message"]["en"].startswith("Printer 1: 9.0  of filament left on the loaded spool")
+    clock.step(1)
+    feed(live, clock, "fdm-01", state="printing", filament_remain_pct=11)
+    live.tick()
+    assert low() == [("medium", 9.0, True)]  # inside the 2 % deadband
+    clock.step(1)
+    feed(live, clock, "fdm-01", state="idle", filament_remain_pct=3)  # the job ended
+    live.tick()
+    assert [active for *_, active in low()] == [False]
+
+
 def test_site_rule_replaces_and_disables_builtins() -> None:
     cfg = site(OVERSHOOT.replace("defaults: false", "defaults: true\n  disable: [machine-offline]"))
     ids = [r.id for r in effective_rules(cfg.alerts)]

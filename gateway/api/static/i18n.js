@@ -142,6 +142,10 @@ const ALERTS = {
     ru: "{machine}: принтер сообщает о неисправности {code}",
     kk: "{machine}: принтер ақау туралы хабарлайды {code}",
     en: "{machine}: the printer reports {code}" },
+  "printer-filament-low": {
+    ru: "{machine}: на катушке осталось {value} пластика — подготовьте следующую катушку.",
+    kk: "{machine}: катушкада {value} пластик қалды — келесі катушканы дайындаңыз.",
+    en: "{machine}: {value} of filament left on the loaded spool — have the next spool ready." },
   "printer-thermal-runaway": {
     ru: "{machine}: сопло {value}, выше заданной — тепловой разгон? Немедленно проверьте принтер.",
     kk: "{machine}: саптама {value}, белгіленгеннен жоғары — жылу бақылаудан шықты ма? Принтерді дереу тексеріңіз.",
@@ -161,7 +165,7 @@ const ALERTS = {
   maintenance: { ru: "{machine}: обслуживание «{plan}» — {status}.", kk: "{machine}: «{plan}» қызмет көрсетуі — {status}.",
     en: "{machine}: maintenance '{plan}' — {status}." },
 };
-const ALERT_UNITS = { "printer-thermal-runaway": "degC", "furnace-overshoot": "degC" };
+const ALERT_UNITS = { "printer-thermal-runaway": "degC", "furnace-overshoot": "degC", "printer-filament-low": "%" };
 
 let lang = LANGS.includes(localStorage.getItem("kartech.lang")) ? localStorage.getItem("kartech.lang") : "ru";
 let zone = "UTC";
