@@ -6,7 +6,8 @@ closes the listener and every open connection (the printer switched off), `come_
 again.
 
 `HttpSim(app)` serves `app.handle(request) -> Response`, which runs on the server's loop and must not block;
-the simulated device stays reachable as `sim.app`.
+the simulated device stays reachable as `sim.app`. `HttpLab` is the virtual-lab part of such printers: one
+`HttpSim` per machine whose url is on this host.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import contextlib
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
+
+from gateway.config.models import MachineBase
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
@@ -178,3 +181,35 @@ def _encode(resp: Response, close: bool) -> bytes:
             f"Content-Length: {len(resp.body)}"]
     head += [f"{k}: {v}" for k, v in resp.headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body
+
+
+class HttpLab(Generic[A]):
+    """The virtual-lab part of an HTTP printer simulator: `sims` by machine id, started, stopped and pointed at
+    together. A subclass fills `sims` (with `local_port` deciding which machines it serves) and says `describe`."""
+
+    machine_type: ClassVar[type[MachineBase]]
+
+    def __init__(self) -> None:
+        self.sims: dict[str, HttpSim[A]] = {}
+
+    @staticmethod
+    def local_port(url: str, free_ports: bool) -> int | None:
+        """The port to serve a machine's `url` on (0: any free one), or None when it is not on this host (or has
+        a path: a printer behind a reverse proxy)."""
+        host, _, rest = url.split("://", 1)[1].partition(":")
+        if host not in ("127.0.0.1", "localhost") or "/" in rest:
+            return None
+        return 0 if free_ports else int(rest or 80)
+
+    def start(self) -> None:
+        for s in self.sims.values():
+            s.start()
+
+    def stop(self) -> None:
+        for s in self.sims.values():
+            s.stop()
+
+    def reachable(self, machine: MachineBase) -> MachineBase:
+        if isinstance(machine, self.machine_type) and machine.id in self.sims:
+            return machine.model_copy(update={"url": self.sims[machine.id].url})
+        return machine

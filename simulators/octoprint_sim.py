@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from drivers.octoprint.config import OctoPrintMachine
-from gateway.config.models import MachineBase
 from simulators.dynamics import Printer
-from simulators.http_sim import HttpSim, Request, Response
+from simulators.http_sim import HttpLab, HttpSim, Request, Response
 from simulators.lab import SimulatorEnv
 
 PRINT_FILES = (
@@ -142,34 +141,22 @@ def _json(doc: object, status: int = 200) -> Response:
     return Response(status, json.dumps(doc, allow_nan=False).encode(), "application/json")
 
 
-class OctoPrintLab:
+class OctoPrintLab(HttpLab[OctoPrintServer]):
     """The virtual-lab part: one simulated OctoPrint per machine whose url is on this host."""
+
+    machine_type = OctoPrintMachine
 
     def __init__(self, machines: Sequence[OctoPrintMachine], *, seed: int = 1, free_ports: bool = False,
                  time_scale: float = 10.0) -> None:
-        self.sims: dict[str, HttpSim[OctoPrintServer]] = {}
+        super().__init__()
         for i, m in enumerate(machines):
-            host, _, rest = m.url.split("://", 1)[1].partition(":")
-            if host not in ("127.0.0.1", "localhost") or "/" in rest:
+            if (port := self.local_port(m.url, free_ports)) is None:
                 continue
             server = OctoPrintServer(api_key=m.api_key, seed=seed + 100 + i, time_scale=time_scale)
-            self.sims[m.id] = HttpSim(server, port=0 if free_ports else int(rest or 80), name=m.id)
-
-    def start(self) -> None:
-        for s in self.sims.values():
-            s.start()
-
-    def stop(self) -> None:
-        for s in self.sims.values():
-            s.stop()
+            self.sims[m.id] = HttpSim(server, port=port, name=m.id)
 
     def describe(self) -> list[str]:
         return [f"octoprint: {mid} at {s.url} (OctoPrint REST API, X-Api-Key)" for mid, s in self.sims.items()]
-
-    def reachable(self, machine: MachineBase) -> MachineBase:
-        if isinstance(machine, OctoPrintMachine) and machine.id in self.sims:
-            return machine.model_copy(update={"url": self.sims[machine.id].url})
-        return machine
 
 
 def simulator(machines: Sequence[OctoPrintMachine], env: SimulatorEnv) -> OctoPrintLab:

@@ -29,9 +29,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from drivers.prusalink.config import PrusaLinkMachine
-from gateway.config.models import MachineBase
 from simulators.dynamics import Printer
-from simulators.http_sim import HttpSim, Request, Response
+from simulators.http_sim import HttpLab, HttpSim, Request, Response
 from simulators.lab import SimulatorEnv
 
 REALM = "Printer API"
@@ -215,36 +214,24 @@ def _json(doc: object) -> Response:
     return Response(200, json.dumps(doc, allow_nan=False).encode(), "application/json")
 
 
-class PrusaLinkLab:
+class PrusaLinkLab(HttpLab[PrusaLinkPrinter]):
     """The virtual-lab part: one simulated printer per machine whose url is on this host."""
+
+    machine_type = PrusaLinkMachine
 
     def __init__(self, machines: Sequence[PrusaLinkMachine], *, seed: int = 1, free_ports: bool = False,
                  time_scale: float = 10.0) -> None:
-        self.sims: dict[str, HttpSim[PrusaLinkPrinter]] = {}
+        super().__init__()
         for i, m in enumerate(machines):
-            host, _, port = m.url.split("://", 1)[1].partition(":")
-            if host not in ("127.0.0.1", "localhost"):
+            if (port := self.local_port(m.url, free_ports)) is None:
                 continue
             printer = PrusaLinkPrinter(password=m.password or m.api_key, username=m.username, seed=seed + i,
                                        time_scale=time_scale, start_progress_pct=35.0 if i == 0 else None)
-            self.sims[m.id] = HttpSim(printer, port=0 if free_ports else int(port or 80), name=m.id)
-
-    def start(self) -> None:
-        for s in self.sims.values():
-            s.start()
-
-    def stop(self) -> None:
-        for s in self.sims.values():
-            s.stop()
+            self.sims[m.id] = HttpSim(printer, port=port, name=m.id)
 
     def describe(self) -> list[str]:
         return [f"prusalink: {mid} at {s.url} (PrusaLink v1, {'Digest' if s.app.digest else 'no'} auth)"
                 for mid, s in self.sims.items()]
-
-    def reachable(self, machine: MachineBase) -> MachineBase:
-        if isinstance(machine, PrusaLinkMachine) and machine.id in self.sims:
-            return machine.model_copy(update={"url": self.sims[machine.id].url})
-        return machine
 
 
 def simulator(machines: Sequence[PrusaLinkMachine], env: SimulatorEnv) -> PrusaLinkLab:
